@@ -1,0 +1,41 @@
+"""`styledrop` command line. Each subcommand lives in its own module, imported only when used,
+so `styledrop stylize` does not pay for importing Prefect and `styledrop up` not for Streamlit."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Each module provides register(parser) and run(args) -> int.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "stylize": ("flows.commands.stylize", "stylise one image on this machine (no server needed)"),
+    "serve": ("flows.commands.serve", "serve the stylize deployment from this process"),
+    "watch": ("flows.commands.watch", "watch the inbox folder (or an S3 bucket) and submit jobs"),
+    "dashboard": ("flows.commands.dashboard", "run the Streamlit dashboard and the file route"),
+    "up": ("flows.commands.up", "start the whole local stack: server, deployment, sensor, dashboard"),
+    "worker": ("flows.commands.worker", "run a Prefect work-pool worker for one GPU machine"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="styledrop", description="Neural style transfer service.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+
+    # Parse the command name first so only the chosen module is imported.
+    name = argv[0] if argv and argv[0] in COMMANDS else None
+    if name is None:
+        parser.parse_args(argv)  # prints usage / help and exits
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    cmd_parser = argparse.ArgumentParser(prog=f"styledrop {name}", description=COMMANDS[name][1])
+    module.register(cmd_parser)
+    args = cmd_parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

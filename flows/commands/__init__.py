@@ -1,0 +1,1 @@
+"""One module per `styledrop` subcommand: register(parser) and run(args)."""

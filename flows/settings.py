@@ -1,0 +1,85 @@
+"""The one settings object: every knob of styledrop, read from ``STYLEDROP_*`` variables.
+
+Every field's default is documented in the README's settings table; keep the two in step.
+The engine never reads this: flows and the CLI pass the values it needs as arguments.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STYLEDROP_", extra="ignore")
+
+    # --- where things live --------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("."),
+        description="Root of the local data layout: inbox/, processing/, outputs/, failed/, "
+        "archive/ live under it.",
+    )
+    storage: str = Field(
+        "",
+        description="Output storage root, a local path or an s3:// URL. Empty: <data_dir>/outputs.",
+    )
+    styles_dir: Path = Field(Path("styles"), description="The style gallery folder.")
+    default_style: str = Field("mosaic", description="Gallery style for files dropped directly in inbox/.")
+
+    # --- S3 (any S3-compatible endpoint) ------------------------------------------------
+    s3_endpoint_url: str = Field("", description="S3 endpoint URL; empty means AWS itself.")
+    s3_bucket: str = Field("", description="Bucket watched by `styledrop watch --s3`.")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket (inbox/, outputs/... below it).")
+    s3_key: str = Field("", description="Access key id; empty: the standard AWS credential chain.")
+    s3_secret: str = Field("", description="Secret access key; empty: the standard AWS chain.")
+
+    # --- engine -------------------------------------------------------------------------
+    backbone: Literal["auto", "vgg19", "random"] = Field(
+        "auto", description="auto: pretrained VGG19 if its weights can be had, else random."
+    )
+    weights: Path | None = Field(None, description="Explicit path to vgg19 weights (a state dict).")
+    device: Literal["auto", "cuda", "mps", "cpu"] = Field("auto", description="Compute device.")
+
+    # --- flow behaviour -----------------------------------------------------------------
+    gpu_slots: int = Field(1, ge=1, description="Jobs that may run at once per GPU concurrency limit.")
+    progress_interval_s: float = Field(2.0, gt=0, description="Seconds between progress updates.")
+    preview_every: int = Field(50, ge=1, description="Steps between preview images.")
+    checkpoint_interval_s: float = Field(
+        120.0, gt=0, description="Seconds of work between engine checkpoints."
+    )
+    max_pixels: int = Field(40_000_000, description="Refuse images with more pixels than this.")
+    min_side: int = Field(32, description="Refuse content images whose short side is below this.")
+    max_upload_mb: int = Field(20, description="Largest upload the dashboard accepts.")
+
+    # --- services -----------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Interface the local stack binds to.")
+    prefect_port: int = Field(4200, description="Port of the Prefect server started by `up`.")
+    dashboard_port: int = Field(8501, description="Port of the Streamlit dashboard.")
+    files_port: int = Field(8510, description="Port of the read-only file route (previews).")
+    public_files_url: str = Field(
+        "",
+        description="Base URL a browser uses for files in storage; empty: http://<host>:<files_port>.",
+    )
+    settle_s: float = Field(1.0, gt=0, description="Seconds a dropped file's size must hold still.")
+    work_pool: str = Field("styledrop-gpu", description="Prefect work pool for `styledrop worker`.")
+
+    @property
+    def storage_root(self) -> str:
+        return self.storage or str((self.data_dir / "outputs").resolve())
+
+    @property
+    def files_url(self) -> str:
+        return (self.public_files_url or f"http://{self.host}:{self.files_port}").rstrip("/")
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Creates (or updates) the virtual environment at .venv with styledrop and its pinned
+# dependencies. Safe to run again. `./install.sh --test` also installs what the tests need,
+# including Debian's chromium + chromium-driver for the browser end-to-end test.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+extras=""
+if [[ "${1:-}" == "--test" ]]; then extras="[test]"; fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+fi
+# pip, not uv: pip sees the local package mirror through its own configuration.
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".${extras}"
+
+if [[ -n "$extras" ]] && ! command -v chromedriver >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium + chromium-driver for the browser test" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            chromium chromium-driver >/dev/null
+    else
+        echo "warning: chromium-driver missing and not root: the browser test will be skipped" >&2
+    fi
+fi

@@ -1,0 +1,155 @@
+"""Shared fixtures: tiny images, condition waits, and a real Prefect server for the tests that
+need one (started once per session, only when a test asks for it)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Before anything imports Prefect or Streamlit: no telemetry, and tests never touch weights
+# downloads (the random backbone) or a GPU.
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
+os.environ.setdefault("STYLEDROP_BACKBONE", "random")
+os.environ.setdefault("STYLEDROP_DEVICE", "cpu")
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2
+) -> object:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - keep polling; report the last error
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_image(path: Path, size: tuple[int, int] = (48, 40), seed: int = 0, mode: str = "RGB") -> Path:
+    """A small image with structure (gradients + blocks) so content/style losses mean something."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack(
+        [
+            (x * 255 // max(w - 1, 1)),
+            (y * 255 // max(h - 1, 1)),
+            ((x // 8 + y // 8) % 2) * 200 + rng.integers(0, 55, (h, w)),
+        ],
+        axis=-1,
+    ).astype("uint8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img, "RGB").convert(mode).save(path)
+    return path
+
+
+@pytest.fixture
+def artifacts_dir(request: pytest.FixtureRequest) -> Path:
+    """Per-test output folder kept after the run (screenshots, logs) under test-artifacts/."""
+    d = ARTIFACTS / request.node.name.replace("/", "_").replace("[", "_").replace("]", "")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+class PrefectServer:
+    def __init__(self, url: str, home: Path, proc: subprocess.Popen, log: Path) -> None:
+        self.api_url = url
+        self.home = home
+        self.proc = proc
+        self.log = log
+
+    def env(self) -> dict[str, str]:
+        """Environment for a child process that should talk to this server."""
+        env = dict(os.environ)
+        env["PREFECT_API_URL"] = self.api_url
+        env["PREFECT_HOME"] = str(self.home)
+        env["PREFECT_RUNNER_POLL_FREQUENCY"] = "1"
+        env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
+        return env
+
+
+def start_prefect_server(home: Path) -> PrefectServer:
+    """A real `prefect server start` (SQLite) on a free loopback port."""
+    import httpx
+
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false")
+    env.pop("PREFECT_API_URL", None)
+    log = home / "server.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {log.read_text()[-2000:]}")
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+
+    wait_until(healthy, 120, "the Prefect server to answer /api/health", interval=0.5)
+    return PrefectServer(url, home, proc, log)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+    import signal
+
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """One real Prefect server for the whole session; this process's client points at it."""
+    server = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    old = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    os.environ["PREFECT_API_URL"] = server.api_url
+    os.environ["PREFECT_HOME"] = str(server.home)
+    try:
+        yield server
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        stop_process(server.proc)
