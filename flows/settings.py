@@ -51,6 +51,26 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(
         120.0, gt=0, description="Seconds of work between engine checkpoints."
     )
+    gpu_limit: str = Field(
+        "styledrop-gpu", description="Name of the Prefect global concurrency limit for GPU slots."
+    )
+    gpu_lease_s: float = Field(
+        60.0,
+        ge=60,
+        description="Lease on a GPU slot, renewed while a job runs; a killed process's slot "
+        "comes back after at most this (+15 s). Prefect's minimum is 60.",
+    )
+    cancel_poll_s: float = Field(
+        2.0, gt=0, description="Seconds between checks of a running job for a cancel request."
+    )
+    io_retries: int = Field(3, ge=0, description="Retries of storage reads/writes that failed.")
+    io_retry_delay_s: float = Field(5.0, ge=0, description="Seconds before the first retry.")
+    presign_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Lifetime of presigned S3 URLs in artifacts and the dashboard (S3 max: 7 days).",
+    )
     max_pixels: int = Field(40_000_000, description="Refuse images with more pixels than this.")
     min_side: int = Field(32, description="Refuse content images whose short side is below this.")
     max_upload_mb: int = Field(20, description="Largest upload the dashboard accepts.")
