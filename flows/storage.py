@@ -165,13 +165,15 @@ def public_url(rel: str, settings: Settings | None = None) -> str:
 def is_infrastructure_fault(exc: BaseException) -> bool:
     """True for errors that retrying may cure (storage or network unreachable, timeouts);
     False for a missing file or a refused permission, which no retry will fix."""
-    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+    permanent = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    if isinstance(exc, permanent):
         return False
     transient: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
     try:  # botocore's connection/timeout errors do not derive from OSError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
         from botocore.exceptions import HTTPClientError
 
-        transient += (HTTPClientError,)
+        transient += (BotoConnectionError, HTTPClientError)
     except ImportError:  # pragma: no cover - s3fs always brings botocore
         pass
     return isinstance(exc, transient)
