@@ -16,7 +16,9 @@ class ParamError(ValueError):
 
 @dataclass
 class StyleParams:
-    """Everything that decides the output image. Same params + same inputs + same device = same image."""
+    """Everything that decides the output image.
+
+    Same params + same inputs + same device = same image."""
 
     size: int = 512  # long edge of the result in pixels; aspect ratio is kept
     iterations: int | None = None  # steps at the final scale; None: the engine's default
@@ -49,7 +51,8 @@ class StyleParams:
         if self.style_blend is not None:
             if len(self.style_blend) != n_styles:
                 raise ParamError(
-                    f"{len(self.style_blend)} blend weights for {n_styles} styles: give one per style"
+                    f"{len(self.style_blend)} blend weights for {n_styles} styles: "
+                    "give one per style"
                 )
             if any(w < 0 for w in self.style_blend) or sum(self.style_blend) <= 0:
                 raise ParamError("blend weights must be non-negative and not all zero")
@@ -61,7 +64,7 @@ class StyleParams:
             raise ParamError(f"style_stat must be gram or meancov, got {self.style_stat!r}")
         if self.init not in ("content", "random"):
             raise ParamError(f"init must be content or random, got {self.init!r}")
-        if not 16 <= self.min_size:
+        if self.min_size < 16:
             raise ParamError(f"min_size must be at least 16, got {self.min_size}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,7 +76,9 @@ class StyleParams:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ParamError(f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ParamError(
+                f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         try:
             return cls(**data)
         except TypeError as exc:  # pragma: no cover - dataclass signature errors

@@ -1,0 +1,151 @@
+"""Which device and precision a job runs on, and whether its size fits in that device's memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from engine.params import ParamError
+
+DeviceChoice = Literal["auto", "cuda", "mps", "cpu"]
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    """`auto`: CUDA, then Apple MPS, then CPU. Asking for one that is absent is an error."""
+    choice = (choice or "auto").lower()
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ParamError("device cuda was asked for but no CUDA GPU is available")
+        dev = torch.device(choice)
+        return torch.device("cuda", dev.index if dev.index is not None else 0)
+    if choice == "mps":
+        if not torch.backends.mps.is_available():
+            raise ParamError("device mps was asked for but Apple MPS is not available")
+        return torch.device("mps")
+    if choice == "cpu":
+        return torch.device("cpu")
+    raise ParamError(f"device must be auto, cuda, mps or cpu, got {choice!r}")
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{device.index} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _cpu_has_avx512_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = [line for line in f if line.startswith("flags")]
+        return any("avx512_bf16" in line or "amx_bf16" in line for line in flags)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the convolutions run. Statistics and the image itself are always fp32."""
+
+    autocast_dtype: torch.dtype | None  # None: plain fp32
+    channels_last: bool
+
+    @property
+    def label(self) -> str:
+        return "bf16-autocast" if self.autocast_dtype is torch.bfloat16 else "fp32"
+
+
+# The CPU bf16 default: measured in bench/RESULTS.md (about 2x per step on AVX-512 bf16 CPUs and
+# a result within noise of fp32's). STYLEDROP_ENGINE_CPU_BF16=0 turns it off.
+CPU_BF16_AUTO = True
+
+
+def pick_precision(device: torch.device) -> Precision:
+    if device.type == "cuda":
+        return Precision(torch.bfloat16 if torch.cuda.is_bf16_supported() else None, True)
+    if device.type == "cpu":
+        allowed = CPU_BF16_AUTO and os.environ.get("STYLEDROP_ENGINE_CPU_BF16", "1") != "0"
+        return Precision(torch.bfloat16 if allowed and _cpu_has_avx512_bf16() else None, True)
+    return Precision(None, False)  # MPS: bf16 autocast support varies by macOS version
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
+    if precision.autocast_dtype is None:
+        yield
+        return
+    with torch.autocast(device.type, dtype=precision.autocast_dtype):
+        yield
+
+
+def configure_backends(device: torch.device) -> None:
+    """Fast convolution algorithms, restricted to deterministic ones.
+
+    The backward pass only flows to the input (weights are frozen), and cuDNN's deterministic
+    data-gradient algorithms are as fast as the others, so determinism costs next to nothing.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.deterministic = True
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+# Activations kept for backward per input pixel, summed over VGG19 to relu5_1: conv and ReLU
+# outputs (in place, so one per conv) at 1, 1/4, 1/16, 1/64, 1/256 of the pixels, plus pools.
+_CHANNELS_PER_PIXEL = (
+    2 * 64 + 64 / 4  # block 1 + pool
+    + (2 * 128) / 4 + 128 / 16
+    + (4 * 256) / 16 + 256 / 64
+    + (4 * 512) / 64 + 512 / 256
+    + 512 / 256
+)  # fmt: skip
+# Gradients during backward, cuDNN workspaces, the content pass, allocator slack.
+_OVERHEAD = 3.0
+
+
+def estimate_bytes(width: int, height: int, precision: Precision) -> int:
+    bytes_per = 2 if precision.autocast_dtype is not None else 4
+    # Under autocast the conv inputs are cast copies: count fp32 and bf16 both.
+    bytes_per = 6 if bytes_per == 2 else 4
+    return int(width * height * _CHANNELS_PER_PIXEL * bytes_per * _OVERHEAD)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None  # MPS shares system memory and reports nothing useful
+
+
+def check_fits(width: int, height: int, device: torch.device, precision: Precision) -> None:
+    """Refuse, with the size that would fit, a job whose activations exceed free memory."""
+    need = estimate_bytes(width, height, precision)
+    have = available_bytes(device)
+    if have is None or need <= have:
+        return
+    fit = int(max(width, height) * (have / need) ** 0.5)
+    gib = 1024**3
+    raise ParamError(
+        f"a {width}x{height} result needs about {need / gib:.1f} GiB for VGG19 activations but "
+        f"only {have / gib:.1f} GiB is free on {describe(device)}; use a size of at most about "
+        f"{fit} px (long edge)"
+    )
