@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     prefect_port: int = Field(4200, description="Port of the Prefect server started by `up`.")
     dashboard_port: int = Field(8501, description="Port of the Streamlit dashboard.")
     files_port: int = Field(8510, description="Port of the read-only file route (previews).")
+    dashboard_refresh_s: float = Field(
+        3.0, gt=0, description="Seconds between the dashboard's automatic refreshes of runs."
+    )
     public_files_url: str = Field(
         "",
         description="Base URL a browser uses for files in storage; empty: http://<host>:<files_port>.",
