@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -89,6 +89,31 @@ class Settings(BaseSettings):
     )
     settle_s: float = Field(1.0, gt=0, description="Seconds a dropped file's size must hold still.")
     work_pool: str = Field("styledrop-gpu", description="Prefect work pool for `styledrop worker`.")
+
+    # --- inbox sensors (`styledrop watch`) ---------------------------------------------------
+    sensor_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Engine options (StyleParams fields) for every inbox job, under each "
+        'sidecar\'s; as JSON in the environment, e.g. {"size": 768, "iterations": 300}.',
+    )
+    sensor_poll_s: float = Field(
+        2.0, gt=0, description="Seconds between the sensor's reads of its flow runs' states."
+    )
+    sensor_rescan_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between full listings of the inbox (folder or bucket), which catch "
+        "files whose event or notification was missed.",
+    )
+    sensor_crash_retries: int = Field(
+        3, ge=0, description="Resubmissions of a crashed (or vanished) run before the file fails."
+    )
+    sensor_retry_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between submissions while Prefect is unreachable."
+    )
+    s3_webhook_port: int = Field(
+        8520, ge=0, description="Port of `watch --s3`'s S3 notification webhook (on host); 0: none."
+    )
 
     @property
     def storage_root(self) -> str:
