@@ -13,6 +13,9 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The checkout styledrop runs from (it is installed editable), home of styles/ and samples/.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STYLEDROP_", extra="ignore")
@@ -27,7 +30,11 @@ class Settings(BaseSettings):
         "",
         description="Output storage root, a local path or an s3:// URL. Empty: <data_dir>/outputs.",
     )
-    styles_dir: Path = Field(Path("styles"), description="The style gallery folder.")
+    styles_dir: Path = Field(
+        PROJECT_ROOT / "styles",
+        description="The style gallery folder (default: styles/ of this checkout, wherever the "
+        "command is run from).",
+    )
     default_style: str = Field("mosaic", description="Gallery style for files dropped directly in inbox/.")
 
     # --- S3 (any S3-compatible endpoint) ------------------------------------------------
