@@ -75,18 +75,31 @@ class Backbone:
     label: str  # what was actually used, recorded in every result
 
 
-def build_features(pooling: Pooling = "max") -> nn.Sequential:
-    """torchvision's vgg19().features to relu5_1, untrained, with our padding and pooling."""
-    from torchvision.models import vgg19
+# torchvision's VGG19 ("E") configuration to relu5_1: channels per conv, "M" for a pool.
+_VGG19_TO_RELU5_1: list[int | str] = [
+    64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512,
+]  # fmt: skip
 
-    features = vgg19(weights=None).features[:N_MODULES]
+
+def build_features(pooling: Pooling = "max") -> nn.Sequential:
+    """torchvision's vgg19().features to relu5_1, untrained, with our padding and pooling.
+
+    Built here layer for layer as torchvision.models.vgg.make_layers does (same indices, same
+    state-dict keys; a test checks it against torchvision): importing torchvision.models costs
+    two seconds per process, and vgg19() would allocate the 120M-parameter classifier.
+    """
     layers: list[nn.Module] = []
-    for module in features:
-        if isinstance(module, nn.MaxPool2d) and pooling == "avg":
-            module = nn.AvgPool2d(kernel_size=2, stride=2)
-        # torchvision's ReLUs are in place: safe here (conv backward needs its input, not its
-        # output, and nothing later modifies a captured ReLU output) and it halves activations.
-        layers.append(module)
+    in_channels = 3
+    for item in _VGG19_TO_RELU5_1:
+        if item == "M":
+            pool = nn.AvgPool2d(2, 2) if pooling == "avg" else nn.MaxPool2d(2, 2)
+            layers.append(pool)
+            continue
+        assert isinstance(item, int)
+        # In-place ReLU is safe (conv backward needs its input, not its output, and nothing
+        # later modifies a captured ReLU output) and halves the activations kept.
+        layers += [nn.Conv2d(in_channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+        in_channels = item
     first = layers[0]
     assert isinstance(first, nn.Conv2d)
     # Zero padding on the input makes a dark frame around the result; replicate does not.

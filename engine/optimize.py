@@ -71,7 +71,8 @@ def _converged(losses: list[float]) -> bool:
         return False
     prev = sum(losses[-2 * w : -w]) / w
     recent = sum(losses[-w:]) / w
-    return prev > 0 and (prev - recent) / prev < CONVERGE_TOL
+    # abs(): a loss already at (nearly) zero has nothing left to gain either.
+    return prev - recent < CONVERGE_TOL * max(abs(prev), 1e-12)
 
 
 class _Run:

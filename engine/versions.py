@@ -18,12 +18,12 @@ def _version(dist: str) -> str:
 def versions() -> dict[str, str]:
     import PIL
     import torch
-    import torchvision
 
     return {
         "styledrop": _version("styledrop"),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        # From the metadata: importing torchvision costs seconds and the engine never needs it.
+        "torchvision": _version("torchvision"),
         "pillow": PIL.__version__,
         "python": platform.python_version(),
     }

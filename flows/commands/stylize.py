@@ -1,0 +1,187 @@
+"""`styledrop stylize`: stylise one image on this machine, no server involved.
+
+Imports only the engine and settings (never Prefect), so it starts fast and works anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class CliError(Exception):
+    """A user mistake reported as one line, without a traceback."""
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    from flows.settings import get_settings
+
+    s = get_settings()
+    parser.add_argument("content", help="the photo to stylise (any format Pillow reads)")
+    parser.add_argument(
+        "--style",
+        action="append",
+        required=True,
+        metavar="STYLE",
+        help="style image path or gallery name (styles/<name>.*); repeat to blend several",
+    )
+    parser.add_argument(
+        "--style-weights",
+        metavar="W1,W2,...",
+        help="blend weights, one per --style (normalised), e.g. 0.7,0.3",
+    )
+    parser.add_argument(
+        "--out", metavar="OUT", help="output .png/.jpg/.webp (default: CONTENT_styled.png here)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=512, help="long edge of the result in pixels (512)"
+    )
+    parser.add_argument("--iterations", type=int, help="steps at the final scale (engine default)")
+    parser.add_argument("--style-strength", type=float, default=1.0, help="style weight (1.0)")
+    parser.add_argument("--content-strength", type=float, default=1.0, help="content weight (1.0)")
+    parser.add_argument("--tv-strength", type=float, default=1.0, help="smoothness weight (1.0)")
+    parser.add_argument(
+        "--style-scale",
+        type=float,
+        default=1.0,
+        help="style image size relative to the output (1.0)",
+    )
+    parser.add_argument("--preserve-colors", action="store_true", help="keep the content's colours")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam")
+    parser.add_argument(
+        "--device", choices=("auto", "cuda", "mps", "cpu"), default=s.device, help=f"({s.device})"
+    )
+    parser.add_argument(
+        "--backbone",
+        choices=("auto", "vgg19", "random"),
+        default=s.backbone,
+        help=f"vgg19 needs pretrained weights; random is for smoke runs ({s.backbone})",
+    )
+    parser.add_argument(
+        "--weights", type=Path, default=s.weights, help="path to vgg19-dcbb9e9d.pth (hub cache)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _resolve_style(value: str, styles_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    if path.suffix.lower() not in IMAGE_SUFFIXES and "/" not in value:
+        for suffix in IMAGE_SUFFIXES:
+            candidate = styles_dir / f"{value}{suffix}"
+            if candidate.is_file():
+                return candidate
+        names = sorted({p.stem for p in styles_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES})
+        known = f"; gallery styles in {styles_dir}: {', '.join(names)}" if names else ""
+        raise CliError(f"style {value!r} is neither a file nor a gallery style{known}")
+    raise CliError(f"style {value}: no such file")
+
+
+def _blend(text: str | None, n_styles: int) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        weights = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise CliError(
+            f"--style-weights must be numbers separated by commas, got {text!r}"
+        ) from exc
+    if len(weights) != n_styles:
+        raise CliError(f"--style-weights has {len(weights)} values for {n_styles} --style")
+    return weights
+
+
+def _stylize(args: argparse.Namespace) -> Path:
+    from engine import StyleParams, load_image, save_image, stylize
+    from flows.settings import get_settings
+
+    settings = get_settings()
+    content_path = Path(args.content)
+    style_paths = [_resolve_style(v, settings.styles_dir) for v in args.style]
+    out = Path(args.out) if args.out else Path(f"{content_path.stem}_styled.png")
+
+    content = load_image(content_path, max_pixels=settings.max_pixels)
+    if min(content.size) < settings.min_side:
+        raise CliError(
+            f"{content_path}: {content.width}x{content.height} is too small; the short side "
+            f"must be at least {settings.min_side} px"
+        )
+    styles = [load_image(p, max_pixels=settings.max_pixels) for p in style_paths]
+    params = StyleParams(
+        size=args.size,
+        iterations=args.iterations,
+        content_weight=args.content_strength,
+        style_weight=args.style_strength,
+        tv_weight=args.tv_strength,
+        style_scale=args.style_scale,
+        style_blend=_blend(args.style_weights, len(styles)),
+        preserve_colors=args.preserve_colors,
+        seed=args.seed,
+        optimizer=args.optimizer,
+    )
+    params.validate(len(styles))
+    from engine.images import format_for
+
+    format_for(out)  # a bad extension should fail before minutes of work, not after
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=1, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(p: Any) -> None:
+        if bar is None:
+            return
+        bar.total = p.total_steps
+        bar.set_postfix(scale=f"{p.scale + 1}/{p.n_scales}", loss=f"{p.loss:.4g}", refresh=False)
+        bar.update(p.step - bar.n)
+
+    try:
+        result = stylize(
+            content,
+            styles,
+            params,
+            device=args.device,
+            backbone=args.backbone,
+            weights=args.weights,
+            callback=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    metadata = {
+        **result.summary(),
+        "content": str(content_path),
+        "styles": [str(p) for p in style_paths],
+        "seed": params.seed,
+    }
+    save_image(result.image, out, metadata)
+    print(
+        f"{out}  ({result.image.width}x{result.image.height}, {result.steps} steps in "
+        f"{result.seconds:.1f} s, backbone {result.backbone}, {result.device})"
+    )
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine import BackboneError, ImageError, ParamError
+
+    try:
+        _stylize(args)
+    except (CliError, ImageError, ParamError, BackboneError) as exc:
+        print(f"styledrop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("styledrop: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"styledrop: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
