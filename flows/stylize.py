@@ -1,0 +1,93 @@
+"""The ``stylize`` flow: one image, one or more styles, one result - validated, observable,
+resumable, and never computed twice.
+
+    validate inputs -> (finished before? reuse it) -> GPU slot -> stylize image -> write result
+    -> publish summary
+
+Deployment ``stylize/stylize`` (``styledrop serve`` or ``deployments/prefect.yaml``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, State
+
+from flows.gpu import gpu_slot
+from flows.jobs import CANCELLED, JobRejected
+from flows.settings import get_settings
+from flows.tasks.records import (
+    end_record,
+    find_completed_job,
+    link_rejected_run,
+    link_run_to_job,
+    record_run_end,
+    reuse_result,
+    start_record,
+    write_result,
+)
+from flows.tasks.summary import publish_summary
+from flows.tasks.transfer import run_style_transfer
+from flows.tasks.validate import validate_job
+
+
+@flow(
+    name="stylize",
+    # Infrastructure faults are retried task by task; a refused job must fail at once.
+    retries=0,
+    on_failure=[record_run_end],
+    on_crashed=[record_run_end],
+    on_cancellation=[record_run_end],
+)
+def stylize(
+    content: str,
+    styles: list[str] | None = None,
+    options: dict[str, Any] | None = None,
+    output: str | None = None,
+    force: bool = False,
+) -> dict[str, Any] | State:
+    """Stylise ``content`` (a local path or s3:// URL) in the given ``styles`` (gallery names,
+    paths or URLs; default: the configured default style) and return the job record.
+
+    ``options`` are StyleParams fields (blend weights: ``style_blend``); ``output`` is an
+    extra place for the result (relative paths are inside the storage root) with the record
+    beside it as ``<output>.json``. The same inputs and parameters are computed once: later
+    submissions return the stored record marked ``reused`` unless ``force=True``.
+    """
+    settings = get_settings()
+    run_id = flow_run.get_id()
+
+    try:
+        job = validate_job(content, styles or [settings.default_style], options or {}, output)
+    except JobRejected as exc:
+        link_rejected_run(run_id, str(exc))
+        raise
+    link_run_to_job(run_id, job.job_id)
+
+    if not force and (done := find_completed_job(job.job_id)):
+        return reuse_and_summarise(job, done, run_id)
+
+    record = start_record(job, run_id, force)
+    with gpu_slot(settings, run_id):
+        # A duplicate of this job may have finished while this run waited for the GPU.
+        if not force and (done := find_completed_job(job.job_id)):
+            return reuse_and_summarise(job, done, run_id)
+        stylized = run_style_transfer(job, force)
+
+    if stylized.cancelled:
+        end_record(record, CANCELLED, "cancelled on request")
+        return Cancelled(
+            message=f"cancelled at step {stylized.summary['steps']} of "
+            f"{stylized.summary['total_steps']}; resubmit to continue from the checkpoint"
+        )
+    record = write_result(job, stylized, record)
+    publish_summary(record)
+    return record
+
+
+def reuse_and_summarise(job: Any, done: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+    record = reuse_result(job, done, run_id)
+    publish_summary(record)
+    return record

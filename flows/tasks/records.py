@@ -1,0 +1,135 @@
+"""Step 3 and the bookkeeping around it: the job record, the run -> job link the dashboard
+follows, the result written atomically, and reuse of a job that is already done."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from prefect import task
+
+import engine
+from flows import jobs, storage
+from flows.jobs import Job
+from flows.settings import get_settings
+from flows.storage import Storage, get_storage, is_s3
+from flows.tasks.retry import io_task_options
+from flows.tasks.transfer import Stylized
+from flows.tasks.validate import output_format
+
+logger = logging.getLogger(__name__)
+
+
+@task(name="link run to job", **io_task_options())
+def link_run_to_job(flow_run_id: str | None, job_id: str) -> None:
+    """``_runs/<flow_run_id>.json``: lets the dashboard find a run's job and record."""
+    if flow_run_id:
+        get_storage().write_json(
+            jobs.run_link_path(flow_run_id), {"job_id": job_id, "record": jobs.record_path(job_id)}
+        )
+
+
+@task(name="record refusal", **io_task_options())
+def link_rejected_run(flow_run_id: str | None, reason: str) -> None:
+    """A refused run has no job; its link says why, for the dashboard."""
+    if flow_run_id:
+        get_storage().write_json(
+            jobs.run_link_path(flow_run_id),
+            {"job_id": None, "record": None, "status": "rejected", "error": reason},
+        )
+
+
+@task(name="look for a finished job", **io_task_options())
+def find_completed_job(job_id: str) -> dict[str, Any] | None:
+    """The record of ``job_id`` if it was completed and its result is still there."""
+    store = get_storage()
+    record = store.read_json(jobs.record_path(job_id))
+    if jobs.is_completed(record) and store.exists(jobs.result_path(job_id)):
+        return record
+    return None
+
+
+@task(name="start job record", **io_task_options())
+def start_record(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any]:
+    record = jobs.new_record(job, flow_run_id or "", force)
+    get_storage().write_json(jobs.record_path(job.job_id), record)
+    return record
+
+
+@task(name="end job record", **io_task_options())
+def end_record(record: dict[str, Any], status: str, error: str | None) -> dict[str, Any]:
+    ended = jobs.ended_record(record, status, error)
+    get_storage().write_json(jobs.record_path(record["job_id"]), ended)
+    return ended
+
+
+@task(name="write result", **io_task_options())
+def write_result(job: Job, stylized: Stylized, record: dict[str, Any]) -> dict[str, Any]:
+    """result.png, then the caller's ``output`` (+ ``<output>.json``), then the record marked
+    completed - last, so "completed" always means every file is in place."""
+    store = get_storage()
+    store.write_bytes(jobs.result_path(job.job_id), stylized.png)
+    done = jobs.completed_record(record, stylized.summary)
+    if job.output:
+        write_output(store, job.output, stylized.png, done)
+    store.write_json(jobs.record_path(job.job_id), done)
+    return done
+
+
+@task(name="reuse finished job", **io_task_options())
+def reuse_result(job: Job, record: dict[str, Any], flow_run_id: str | None) -> dict[str, Any]:
+    """The finished job's record, marked reused; its result is copied to ``output`` too
+    when this request asked for one."""
+    store = get_storage()
+    reused = {**record, "reused": True, "reused_by": flow_run_id, "output": job.output}
+    if job.output:
+        write_output(store, job.output, store.read_bytes(jobs.result_path(job.job_id)), reused)
+    return reused
+
+
+def output_location(store: Storage, output: str) -> str:
+    """A relative ``output`` is inside the storage root; absolute paths and URLs are kept."""
+    if is_s3(output) or Path(output).is_absolute():
+        return output
+    return store.url(output)
+
+
+def write_output(store: Storage, output: str, png: bytes, record: dict[str, Any]) -> str:
+    """The result where the caller asked, in the format its extension names, with the
+    record beside it as ``<output>.json``."""
+    url = output_location(store, output)
+    fmt = output_format(output)
+    data = (
+        png
+        if fmt == "png"
+        else engine.encode_image(Image.open(io.BytesIO(png)), fmt, {"job_id": record["job_id"]})
+    )
+    storage.write_bytes(url, data, store.settings)
+    storage.write_bytes(f"{url}.json", jobs.record_json(record), store.settings)
+    record["output"] = url
+    return url
+
+
+def record_run_end(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook (failure, crash, cancellation): mark the run's job record with how it ended.
+
+    Runs in the flow's process, or in the runner's when the runner had to kill the process
+    (a cancel); idempotent, and it only touches a record this run still owns as "running".
+    """
+    status = jobs.CANCELLED if (state.is_cancelled() or state.is_cancelling()) else jobs.FAILED
+    try:
+        store = get_storage(get_settings())
+        link = store.read_json(jobs.run_link_path(str(flow_run.id)))
+        if not link or not link.get("record"):
+            return  # refused before it became a job, or never started
+        record = store.read_json(link["record"])
+        if not record or record.get("flow_run_id") != str(flow_run.id):
+            return
+        if record.get("status") != jobs.RUNNING:
+            return
+        store.write_json(link["record"], jobs.ended_record(record, status, state.message))
+    except Exception:  # a hook must not turn a cancel into a crash
+        logger.exception("could not mark the job record of flow run %s", flow_run.id)
