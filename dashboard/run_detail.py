@@ -1,0 +1,129 @@
+"""A run's own page (`?run=<id>` on the Runs page): live progress, the latest preview, what was
+asked, why it failed, a link into the Prefect UI, cancel while it runs, downloads when done."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from dashboard import ui, views
+from dashboard.api import Run
+from dashboard.store import Job
+
+
+def back_to_runs() -> None:
+    if st.button("← All runs", key="back"):
+        st.query_params.clear()
+        st.rerun()
+
+
+def show_run(run_id: str) -> None:
+    back_to_runs()
+    run = ui.guarded(lambda: ui.api().run(run_id), "Could not load the run")
+    if run is None:
+        return
+    st.title(f"Run {run.name}")
+    st.link_button(
+        "Open in the Prefect UI ↗",
+        views.prefect_run_url(ui.settings().prefect_ui_url, run.id),
+    )
+    # While the run is live the status part refreshes itself; once final it is drawn once.
+    refresh = None if run.is_final else ui.settings().dashboard_refresh_s
+    st.fragment(run_every=refresh)(_status)(run_id, run.is_final)
+
+    st.subheader("Parameters")
+    st.json(run.parameters, expanded=True)
+
+
+def _status(run_id: str, was_final: bool) -> None:
+    api = ui.api()
+    run = ui.guarded(lambda: api.run(run_id), "Could not refresh the run")
+    if run is None:
+        return
+    if run.is_final and not was_final:
+        # Finished since the page was drawn: redraw the whole page without the refresh timer.
+        st.rerun()
+    progress = ui.guarded(lambda: api.progress([run.id]), "Could not read the progress") or {}
+    pct = views.progress_for(run, progress)
+
+    st.markdown(
+        f"**State:** {views.state_label(run)}  \n**Duration:** "
+        f"{views.format_duration(run.duration_s) or 'not started'}"
+    )
+    st.progress(pct / 100, text=f"{pct:.0f}%")
+
+    failure = views.failure_message(run)
+    if failure:
+        st.error(failure, icon=":material/error:")
+    elif run.state_type == "CANCELLED":
+        st.warning("The run was cancelled; no result was written.", icon=":material/block:")
+    if not run.is_final and run.state_type != "CANCELLING":
+        _cancel_button(run)
+
+    job = ui.guarded(lambda: ui.store().job_for_run(run.id), "Could not read the job")
+    _picture(run, job)
+    if job is not None:
+        _job_details(job)
+
+
+def _cancel_button(run: Run) -> None:
+    if st.button("Cancel run", key="cancel", type="secondary", icon=":material/stop_circle:"):
+        state = ui.guarded(lambda: ui.api().cancel(run), "Could not cancel the run")
+        if state:
+            st.success(f"Asked Prefect to stop the run (now {state}).")
+
+
+def _picture(run: Run, job: Job | None) -> None:
+    """The result when there is one, else the latest preview: bytes from storage, or the
+    preview URL from the image artifact when the storage has nothing (yet)."""
+    if job is not None:
+        rel, caption = (
+            (job.result_rel, "Result") if job.finished else (job.preview_rel, "Latest preview")
+        )
+        data = ui.guarded(lambda: ui.store().read(rel), "Could not read the picture")
+        if data:
+            st.image(data, caption=caption, width="stretch")
+            return
+    previews = ui.guarded(lambda: ui.api().previews([run.id]), "Could not read the preview") or {}
+    if run.id in previews:
+        st.image(previews[run.id], caption="Latest preview", width="stretch")
+    elif not run.is_final:
+        st.caption("No preview yet: the first one appears after a few steps.")
+
+
+def _job_details(job: Job) -> None:
+    if job.finished:
+        result = ui.guarded(lambda: ui.store().read(job.result_rel), "Could not read the result")
+        cols = st.columns(2)
+        if result:
+            cols[0].download_button(
+                "Download result (PNG)",
+                data=result,
+                file_name=f"styledrop-{job.job_id}.png",
+                mime="image/png",
+                on_click="ignore",
+                type="primary",
+                icon=":material/download:",
+                key="download_result",
+            )
+        cols[1].download_button(
+            "Download job record (JSON)",
+            data=json.dumps(job.record, indent=2),
+            file_name=f"styledrop-{job.job_id}.json",
+            mime="application/json",
+            on_click="ignore",
+            icon=":material/description:",
+            key="download_record",
+        )
+    with st.expander("Job record"):
+        facts = {
+            "job id": job.job_id,
+            "status": job.status,
+            "backbone": job.backbone or "not known yet",
+            "device": job.record.get("device") or "not known yet",
+            "steps": f"{job.record.get('steps') or 0} / {job.record.get('total_steps') or '?'}",
+            "steps/s": job.record.get("steps_per_second"),
+        }
+        st.table(facts)
+        st.json(job.record, expanded=False)

@@ -1,0 +1,87 @@
+"""Results: the gallery of finished results, newest first, each with its downloads."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+
+import streamlit as st
+
+from dashboard import ui, views
+from dashboard.store import DashboardStore, Job
+
+GRID_COLUMNS = 3
+RESULTS_SHOWN = 30
+THUMB_PX = 320
+
+
+@st.cache_data(max_entries=200, show_spinner=False)
+def thumbnail(storage_root: str, rel: str, version: str) -> bytes | None:
+    """A small JPEG of a result; `version` (its modification time) keys the cache."""
+    from PIL import Image
+
+    data = DashboardStore(settings=ui.settings()).read(rel)
+    if data is None:
+        return None
+    with Image.open(io.BytesIO(data)) as image:
+        image.thumbnail((THUMB_PX, THUMB_PX))
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def reader(store: DashboardStore, rel: str) -> Callable[[], bytes]:
+    # Read on click (Streamlit runs the callable then), so the page does not hold every result.
+    return lambda: store.read(rel) or b""
+
+
+def caption(job: Job) -> str:
+    styles = [s.get("requested", "?") for s in (job.record.get("inputs") or {}).get("styles", [])]
+    params = job.record.get("params") or {}
+    when = (job.record.get("timings") or {}).get("finished_at") or ""
+    names = views.style_names({"styles": styles, "options": params})
+    return f"{names} · {params.get('size', '?')}px · {when.replace('T', ' ')[:16]}"
+
+
+def result_card(store: DashboardStore, job: Job) -> None:
+    thumb = ui.guarded(
+        lambda: thumbnail(store.root, job.result_rel, str(job.modified)),
+        f"Could not read the result of job {job.job_id}",
+    )
+    if thumb:
+        st.image(thumb, width="stretch")
+    st.caption(caption(job))
+    st.download_button(
+        "Result",
+        data=reader(store, job.result_rel),
+        file_name=f"styledrop-{job.job_id}.png",
+        mime="image/png",
+        on_click="ignore",
+        icon=":material/download:",
+        key=f"result_{job.job_id}",
+    )
+    st.download_button(
+        "Record",
+        data=json.dumps(job.record, indent=2),
+        file_name=f"styledrop-{job.job_id}.json",
+        mime="application/json",
+        on_click="ignore",
+        icon=":material/description:",
+        key=f"record_{job.job_id}",
+    )
+
+
+st.title("Results")
+store = ui.store()
+jobs = ui.guarded(lambda: store.jobs(limit=RESULTS_SHOWN * 2), "Could not list the results")
+finished = [j for j in jobs or [] if j.finished][:RESULTS_SHOWN]
+if jobs is not None and not finished:
+    st.info(
+        "No finished results yet. Submit a picture on the **Submit** page.", icon=":material/info:"
+    )
+# Responsive: three across on a desktop, two on a phone.
+grid = st.grid(GRID_COLUMNS, min_column_width=150)
+for job in finished:
+    with grid.cell():
+        result_card(store, job)

@@ -1,0 +1,70 @@
+"""Runs: the recent runs of the stylize deployment, refreshing by itself; `?run=<id>` shows one."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import ui, views
+from dashboard.run_detail import show_run
+
+RUNS_SHOWN = 50
+
+
+def runs_table(state_types: list[str] | None) -> None:
+    api = ui.api()
+
+    def load() -> tuple[list, dict[str, float], dict[str, str]]:
+        runs = api.runs(state_types, limit=RUNS_SHOWN)
+        ids = [r.id for r in runs]
+        return runs, api.progress(ids), api.previews(ids)
+
+    loaded = ui.guarded(load, "Could not load the runs")
+    if loaded is None:
+        return
+    runs, progress, previews = loaded
+    if not runs:
+        st.info("No runs yet. Submit a picture on the **Submit** page.", icon=":material/info:")
+        return
+    rows = views.run_rows(runs, progress, previews)
+    # A new key after each visit to a run page, so coming back does not reopen the run the
+    # table still has selected.
+    key = f"runs_table_{st.session_state.get('runs_table_nonce', 0)}"
+    event = st.dataframe(
+        rows,
+        key=key,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        column_order=["preview", "state", "progress", "style", "size", "started", "duration"],
+        column_config={
+            "preview": st.column_config.ImageColumn("Preview", width="small"),
+            "state": st.column_config.TextColumn("State"),
+            "progress": st.column_config.ProgressColumn(
+                "Progress", min_value=0, max_value=100, format="%.0f%%"
+            ),
+            "style": st.column_config.TextColumn("Style"),
+            "size": st.column_config.TextColumn("Size"),
+            "started": st.column_config.TextColumn("Started"),
+            "duration": st.column_config.TextColumn("Duration"),
+        },
+        row_height=56,
+    )
+    st.caption(
+        f"Select a row to open the run. Refreshes every {ui.settings().dashboard_refresh_s:g} s."
+    )
+    selected = event.selection.rows if event is not None else []
+    if selected:
+        st.session_state["runs_table_nonce"] = st.session_state.get("runs_table_nonce", 0) + 1
+        st.query_params["run"] = rows[selected[0]]["id"]
+        st.rerun()
+
+
+run_id = st.query_params.get("run")
+if run_id:
+    show_run(run_id)
+else:
+    st.title("Runs")
+    chosen = st.pills("Show", list(views.STATE_FILTERS), selection_mode="multi", key="state_filter")
+    st.fragment(run_every=ui.settings().dashboard_refresh_s)(runs_table)(
+        views.state_types_for(chosen or [])
+    )

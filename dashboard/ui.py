@@ -1,0 +1,61 @@
+"""Streamlit glue shared by the pages: one API client per API URL, the storage, error display
+and the random-backbone banner. Pages call `guarded(...)` around anything that talks to Prefect
+or the storage so a failure reads as a sentence in the page, never as a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import streamlit as st
+
+from dashboard.api import APIError, PrefectAPI, default_api_url
+from dashboard.store import DashboardStore, StorageError
+from dashboard.views import RANDOM_BACKBONE_BANNER, uses_random_backbone
+from flows.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _client(api_url: str) -> PrefectAPI:
+    # One pooled httpx client per API URL for the whole server; httpx.Client is thread-safe.
+    return PrefectAPI(api_url)
+
+
+def api() -> PrefectAPI:
+    return _client(default_api_url(settings()))
+
+
+def store() -> DashboardStore:
+    return DashboardStore(settings=settings())
+
+
+def guarded(fn: Callable[[], T], what: str) -> T | None:
+    """Run `fn`; on an API or storage failure show `what failed: why` and return None."""
+    try:
+        return fn()
+    except (APIError, StorageError) as exc:
+        st.error(f"{what}: {exc}", icon=":material/error:")
+    except Exception as exc:  # noqa: BLE001 - the promise is: no tracebacks in the page
+        st.error(f"{what}: unexpected {type(exc).__name__}: {exc}", icon=":material/error:")
+    return None
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _latest_backbone(storage_root: str) -> str | None:
+    try:
+        jobs = DashboardStore(settings=settings()).jobs(limit=1)
+    except StorageError:
+        return None  # the pages report storage trouble themselves; the banner is a hint
+    return jobs[0].backbone if jobs else None
+
+
+def backbone_banner() -> None:
+    s = settings()
+    if uses_random_backbone(s.backbone, _latest_backbone(s.storage_root)):
+        st.warning(RANDOM_BACKBONE_BANNER, icon=":material/warning:")

@@ -1,0 +1,123 @@
+"""Pure helpers that turn runs, records and settings into what the pages show.
+
+No Streamlit here, so the wording and the table rows are testable without a page.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+from dashboard.api import Run
+
+# The state filter on the Runs page: label -> Prefect state types.
+STATE_FILTERS: dict[str, list[str]] = {
+    "Running": ["RUNNING", "CANCELLING"],
+    "Waiting": ["SCHEDULED", "PENDING", "PAUSED"],
+    "Completed": ["COMPLETED"],
+    "Failed": ["FAILED", "CRASHED"],
+    "Cancelled": ["CANCELLED"],
+}
+
+
+def state_types_for(labels: list[str]) -> list[str] | None:
+    """Prefect state types for the chosen filter labels; None (no filter) when none is chosen."""
+    types = [t for label in labels for t in STATE_FILTERS.get(label, [])]
+    return types or None
+
+
+def state_label(run: Run) -> str:
+    """Prefect's state name ("Late", "AwaitingConcurrencySlot" say more than the type)."""
+    return run.state_name
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def format_time(value: datetime | None) -> str:
+    """Local wall-clock time; the dashboard is a local tool, its user reads local time."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def style_names(parameters: dict[str, Any]) -> str:
+    """Styles of a run as short names: gallery names as they are, paths by file stem."""
+    styles = parameters.get("styles") or []
+    if not styles:
+        return "(default)"
+    names = [PurePosixPath(str(s)).stem if "/" in str(s) else str(s) for s in styles]
+    blend = (parameters.get("options") or {}).get("style_blend")
+    if blend and len(blend) == len(names):
+        return ", ".join(f"{n} ×{w:g}" for n, w in zip(names, blend, strict=True))
+    return ", ".join(names)
+
+
+def output_size(parameters: dict[str, Any]) -> str:
+    size = (parameters.get("options") or {}).get("size")
+    return f"{size}px" if size else "default"
+
+
+def progress_for(run: Run, progress: dict[str, float]) -> float:
+    """Percent done: the progress artifact, or 100 for a completed run that never wrote one."""
+    if run.state_type == "COMPLETED":
+        return 100.0
+    return progress.get(run.id, 0.0)
+
+
+def run_rows(
+    runs: list[Run], progress: dict[str, float], previews: dict[str, str]
+) -> list[dict[str, Any]]:
+    """One plain dict per run, in the column order of the Runs table."""
+    return [
+        {
+            "id": run.id,
+            "preview": previews.get(run.id),
+            "state": state_label(run),
+            "progress": progress_for(run, progress),
+            "style": style_names(run.parameters),
+            "size": output_size(run.parameters),
+            "started": format_time(run.start_time or run.expected_start),
+            "duration": format_duration(run.duration_s),
+            "name": run.name,
+        }
+        for run in runs
+    ]
+
+
+def failure_message(run: Run) -> str | None:
+    """The reason a run did not finish, in words, or None if it did not fail."""
+    if run.state_type in ("FAILED", "CRASHED"):
+        message = run.state_message.strip() or "Prefect recorded no reason."
+        if run.state_type == "CRASHED":
+            return f"The run crashed (the process running it died or lost contact): {message}"
+        return f"The run failed: {message}"
+    return None
+
+
+def prefect_run_url(ui_url: str, run_id: str) -> str:
+    return f"{ui_url.rstrip('/')}/runs/flow-run/{run_id}"
+
+
+def uses_random_backbone(setting: str, latest_backbone: str | None) -> bool:
+    """True when pictures come (or will come) from the random, untrained backbone."""
+    return setting == "random" or bool(latest_backbone and latest_backbone.startswith("random"))
+
+
+RANDOM_BACKBONE_BANNER = (
+    "**Random backbone: the pictures are not meaningful art.** The optimisation runs, but it "
+    "matches features of an untrained network with random weights, so results are texture "
+    "noise rather than the style. For real style transfer put `vgg19-dcbb9e9d.pth` in "
+    "`$TORCH_HOME/hub/checkpoints/` (default `~/.cache/torch`) or set "
+    "`STYLEDROP_WEIGHTS=/path/to/vgg19-dcbb9e9d.pth` (or let it download once with network), "
+    "and use `STYLEDROP_BACKBONE=auto`."
+)
