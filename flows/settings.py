@@ -97,6 +97,39 @@ class Settings(BaseSettings):
     settle_s: float = Field(1.0, gt=0, description="Seconds a dropped file's size must hold still.")
     work_pool: str = Field("styledrop-gpu", description="Prefect work pool for `styledrop worker`.")
 
+    # --- the local stack (`styledrop up`) and workers (`styledrop worker`) ------------------
+    prefect_home: Path | None = Field(
+        None,
+        description="PREFECT_HOME (SQLite database, profiles) of the server `up` starts; "
+        "empty: <data_dir>/.styledrop/prefect.",
+    )
+    worker_name: str = Field(
+        "", description="Name of this machine's worker(s) and GPU limits; empty: the hostname."
+    )
+    heartbeat_s: int = Field(
+        30,
+        ge=30,
+        description="Seconds between heartbeats of the flow runs `up` and `worker` start "
+        "(PREFECT_FLOWS_HEARTBEAT_FREQUENCY; Prefect's minimum is 30).",
+    )
+    lost_run_after_s: int = Field(
+        200,
+        ge=45,
+        description="A flow run of `stylize` silent (no heartbeat, no state change) this long is "
+        "taken as lost with its worker or machine and rescheduled. Must exceed the heartbeat "
+        "period of every process running flows (Prefect's default is 180 s; `up` and `worker` "
+        "use heartbeat_s): 90 is safe when all runs come from them.",
+    )
+    stop_timeout_s: float = Field(
+        20.0, gt=0, description="Seconds `up` gives each process to stop before killing it."
+    )
+    worker_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="After SIGTERM, seconds `styledrop worker` lets running jobs finish before "
+        "stopping them and handing them back to the pool (they resume from their checkpoint).",
+    )
+
     # --- inbox sensors (`styledrop watch`) ---------------------------------------------------
     sensor_options: dict[str, Any] = Field(
         default_factory=dict,
