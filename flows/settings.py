@@ -70,13 +70,20 @@ class Settings(BaseSettings):
     cancel_poll_s: float = Field(
         2.0, gt=0, description="Seconds between checks of a running job for a cancel request."
     )
+    serve_limit: int = Field(
+        4,
+        ge=1,
+        description="Flow runs `styledrop serve` starts at once (they queue for GPU slots; the "
+        "extra ones let reused and refused jobs finish without waiting).",
+    )
     io_retries: int = Field(3, ge=0, description="Retries of storage reads/writes that failed.")
     io_retry_delay_s: float = Field(5.0, ge=0, description="Seconds before the first retry.")
     presign_expiry_s: int = Field(
         7 * 24 * 3600,
         ge=1,
         le=7 * 24 * 3600,
-        description="Lifetime of presigned S3 URLs in artifacts and the dashboard (S3 max: 7 days).",
+        description="Lifetime of presigned S3 URLs in artifacts and the dashboard "
+        "(S3 max: 7 days).",
     )
     max_pixels: int = Field(40_000_000, description="Refuse images with more pixels than this.")
     min_side: int = Field(32, description="Refuse content images whose short side is below this.")
