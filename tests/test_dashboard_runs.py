@@ -1,0 +1,183 @@
+"""Runs table, run page and submitting, through AppTest against conftest's real Prefect server.
+
+The runs are made with Prefect's own client, not the dashboard's, and nothing serves the
+deployment here: runs stay where the test puts them. Each test cancels what it left scheduled,
+so a deployment served later in the session (the e2e test) does not pick them up.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from conftest import ROOT, make_image
+from PIL import Image
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.client.schemas.objects import StateType
+from prefect.states import State
+from streamlit.testing.v1 import AppTest
+
+from flows.settings import get_settings
+
+APP = ROOT / "dashboard" / "app.py"
+TIMEOUT = 90
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture
+def client(prefect_server) -> Iterator[SyncPrefectClient]:
+    with get_client(sync_client=True) as c:
+        yield c
+
+
+@pytest.fixture
+def deployment_id(client: SyncPrefectClient) -> UUID:
+    """A `stylize/stylize` deployment with no one serving it (idempotent by name)."""
+    flow_id = client.create_flow_from_name("stylize")
+    return client.create_deployment(flow_id=flow_id, name="stylize")
+
+
+@pytest.fixture
+def make_run(client: SyncPrefectClient, deployment_id: UUID):
+    made: list[UUID] = []
+
+    def make(styles=("mosaic",), size=64, state: State | None = None, progress=None):
+        run = client.create_flow_run_from_deployment(
+            deployment_id,
+            parameters={
+                "content": "/in/photo.png",
+                "styles": list(styles),
+                "options": {"size": size},
+            },
+        )
+        made.append(run.id)
+        if state is not None:
+            client.set_flow_run_state(run.id, state, force=True)
+        if progress is not None:
+            client.create_artifact(
+                ArtifactCreate(type="progress", data=float(progress), flow_run_id=run.id)
+            )
+        return client.read_flow_run(run.id)
+
+    yield make
+    for run_id in made:
+        if not client.read_flow_run(run_id).state.is_final():
+            client.set_flow_run_state(run_id, State(type=StateType.CANCELLED), force=True)
+
+
+@pytest.fixture
+def dash_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    storage = tmp_path / "outputs"
+    styles = tmp_path / "styles"
+    make_image(styles / "mosaic.png", (64, 64), seed=1)
+    make_image(styles / "waves.png", (64, 64), seed=2)
+    monkeypatch.setenv("STYLEDROP_STORAGE", str(storage))
+    monkeypatch.setenv("STYLEDROP_STYLES_DIR", str(styles))
+    monkeypatch.setenv("STYLEDROP_PREFECT_PORT", "4321")
+    get_settings.cache_clear()
+    yield storage
+    get_settings.cache_clear()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def runs_page() -> AppTest:
+    return AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+
+
+def rows_by_id(at: AppTest) -> dict[str, dict]:
+    frame = at.dataframe[0].value
+    return {row["id"]: row for row in frame.to_dict("records")}
+
+
+def test_runs_table_shows_state_progress_style_and_size(dash_env, make_run):
+    waiting = make_run(styles=("mosaic", "waves"), size=96)
+    running = make_run(state=State(type=StateType.RUNNING, name="Running"), progress=42)
+    failed = make_run(state=State(type=StateType.FAILED, name="Failed", message="too small"))
+    at = runs_page()
+    assert not at.exception and not at.error
+    rows = rows_by_id(at)
+    assert rows[str(waiting.id)]["state"] == "Scheduled"
+    assert rows[str(waiting.id)]["style"] == "mosaic, waves"
+    assert rows[str(waiting.id)]["size"] == "96px"
+    assert rows[str(running.id)]["state"] == "Running"
+    assert rows[str(running.id)]["progress"] == 42.0
+    assert rows[str(failed.id)]["state"] == "Failed"
+    # Newest first.
+    order = [r for r in rows if r in {str(waiting.id), str(running.id), str(failed.id)}]
+    assert order == [str(failed.id), str(running.id), str(waiting.id)]
+
+
+def test_state_filter_narrows_the_table(dash_env, make_run):
+    make_run()
+    failed = make_run(state=State(type=StateType.FAILED, name="Failed", message="boom"))
+    at = runs_page()
+    at.pills(key="state_filter").set_value(["Failed"]).run()
+    rows = rows_by_id(at)
+    assert str(failed.id) in rows
+    assert {r["state"] for r in rows.values()} <= {"Failed", "Crashed"}
+
+
+def test_run_page_says_why_a_run_failed_and_links_to_prefect(dash_env, make_run):
+    failed = make_run(
+        state=State(type=StateType.FAILED, name="Failed", message="content image is 20x20")
+    )
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["run"] = str(failed.id)
+    at.run()
+    assert not at.exception
+    assert "The run failed: content image is 20x20" in texts(at.error)
+    assert not [b for b in at.button if b.key == "cancel"]  # nothing to cancel
+    [link] = at.link_button
+    assert link.proto.url == f"http://127.0.0.1:4321/runs/flow-run/{failed.id}"
+
+
+def test_cancel_button_cancels_a_waiting_run(dash_env, make_run, client):
+    waiting = make_run()
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["run"] = str(waiting.id)
+    at.run()
+    assert not at.exception
+    at.button(key="cancel").click().run()
+    assert "Asked Prefect to stop the run" in texts(at.success)
+    assert client.read_flow_run(waiting.id).state.type == StateType.CANCELLED
+
+
+def test_submit_stores_the_upload_and_creates_a_run(dash_env, deployment_id, client):
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.switch_page("screens/submit.py").run()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 40), (200, 30, 60)).save(buf, "PNG")
+    at.file_uploader(key="content").set_value(("photo.png", buf.getvalue(), "image/png"))
+    at.run()
+    at.checkbox(key="style_mosaic").check()
+    at.checkbox(key="style_waves").check()
+    at.run()
+    at.slider(key="blend_1_waves").set_value(0.5)
+    at.number_input[0].set_value(48)
+    at.run()
+    at.button(key="submit").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+
+    run_id = at.query_params.get("run")
+    assert run_id, "submitting should open the new run's page"
+    run = client.read_flow_run(UUID(run_id))
+    try:
+        assert run.deployment_id == deployment_id
+        params = run.parameters
+        assert params["styles"] == ["mosaic", "waves"]
+        assert params["options"]["size"] == 48
+        assert params["options"]["style_blend"] == [1.0, 0.5]
+        content = Path(params["content"])
+        assert content.parent == dash_env / "_uploads"
+        assert content.read_bytes() == buf.getvalue()
+    finally:
+        client.set_flow_run_state(run.id, State(type=StateType.CANCELLED), force=True)
