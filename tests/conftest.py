@@ -153,3 +153,20 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
             else:
                 os.environ[k] = v
         stop_process(server.proc)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
+    """`prefect_server`, and this process's Prefect client pointed at it.
+
+    Prefect reads its settings once, when it is first imported (here: while test modules are
+    collected, before any fixture sets PREFECT_API_URL); without this refresh an in-process
+    flow run or `get_client()` talks to a temporary server of its own instead.
+    """
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()
+    try:
+        yield prefect_server
+    finally:
+        refresh_global_settings_context()
