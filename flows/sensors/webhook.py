@@ -1,0 +1,80 @@
+"""A tiny HTTP endpoint for S3 event notifications (S3-compatible stores such as MinIO post
+them to a webhook; a queue reader can post them here too). POST a notification JSON to any
+path: 200 with ``{"accepted": n}``; 400 for a body that is not JSON. GET answers 200 (health).
+
+It only hands the payload to ``handle`` (which notes keys and returns at once); the sensor's
+worker thread does the rest, so a slow Prefect never makes the sender wait or retry.
+Bound to loopback by default (settings.host): there is no authentication.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger("styledrop.sensor")
+
+MAX_BODY = 1 << 20  # S3 notifications are small; refuse anything silly
+
+
+class NotificationServer:
+    def __init__(self, host: str, port: int, handle: Callable[[Any], int]) -> None:
+        handler = _handler_class(handle)
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="styledrop-webhook", daemon=True
+        )
+        self._thread.start()
+        log.info("S3 notification webhook listening on %s", self.url)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def _handler_class(handle: Callable[[Any], int]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self._reply(200, {"ok": True})
+
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                self._reply(413, {"error": f"body over {MAX_BODY} bytes"})
+                return
+            body = self.rfile.read(length)
+            try:
+                payload = json.loads(body or b"null")
+                accepted = handle(payload)
+            except ValueError as exc:
+                self._reply(400, {"error": f"not an S3 notification: {exc}"})
+                return
+            self._reply(200, {"accepted": accepted})
+
+        def _reply(self, code: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            log.debug("webhook: " + format, *args)
+
+    return Handler
