@@ -1,0 +1,93 @@
+"""`styledrop stylize` end to end on tiny images with the random backbone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, make_image
+from PIL import Image
+
+from engine import read_metadata
+from flows.cli import main
+from flows.settings import get_settings
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("STYLEDROP_STYLES_DIR", str(tmp_path / "gallery"))
+    monkeypatch.setenv("STYLEDROP_BACKBONE", "random")
+    monkeypatch.setenv("STYLEDROP_DEVICE", "cpu")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+FAST = ["--size", "40", "--iterations", "3", "--quiet"]
+
+
+def test_writes_a_png_with_metadata(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    content = make_image(tmp_path / "photo.jpg", (48, 40))
+    style = make_image(tmp_path / "s1.png", (40, 40), seed=1)
+    make_image(tmp_path / "gallery" / "waves.webp", (40, 40), seed=2)  # by gallery name
+    out = tmp_path / "out" / "result.png"
+    rc = main(
+        ["stylize", str(content), "--style", str(style), "--style", "waves"]
+        + ["--style-weights", "0.7,0.3", "--seed", "5", "--backbone", "random"]
+        + ["--out", str(out), *FAST]
+    )
+    assert rc == 0, capsys.readouterr().err
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size == (40, 33)
+    meta = read_metadata(out)
+    assert meta["backbone"] == "random(seed=0)"
+    assert meta["seed"] == 5
+    assert meta["params"]["style_blend"] == [0.7, 0.3]
+    assert meta["params"]["size"] == 40
+    assert meta["styles"][1].endswith("waves.webp")
+    assert {"torch", "pillow"} <= set(meta["versions"])
+    assert str(out) in capsys.readouterr().out
+
+
+def test_non_image_fails_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("not really a picture\n")
+    style = make_image(tmp_path / "s.png", (40, 40))
+    rc = main(["stylize", str(bogus), "--style", str(style), "--out", str(tmp_path / "o.png")])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert err.startswith("styledrop: error: ") and "not an image" in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--style", "nosuchstyle"], "neither a file nor a gallery style"),
+        (["--style", "s.png", "--style-weights", "1,2"], "2 values for 1 --style"),
+        (["--style", "s.png", "--out", "o.gif"], "extension"),
+        (["--style", "s.png", "--backbone", "vgg19", "--weights", "nope.pth"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(
+    tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture, extra: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    make_image(tmp_path / "c.png", (48, 40))
+    make_image(tmp_path / "s.png", (40, 40))
+    rc = main(["stylize", "c.png", *extra, *FAST])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert err.startswith("styledrop: error: ") and message in err, err
+    assert len(err.splitlines()) == 1
+
+
+def test_importing_the_command_does_not_import_prefect() -> None:
+    code = "import sys, flows.commands.stylize; print('prefect' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
