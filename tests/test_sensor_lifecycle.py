@@ -30,7 +30,7 @@ DEPLOYMENT = "sensor-lifecycle/inbox"
 
 
 @pytest.fixture(scope="module")
-def deployment(prefect_server) -> str:
+def deployment(prefect_api) -> str:
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
@@ -140,7 +140,7 @@ def test_drop_submit_fail_archive_with_contract_parameters(tmp_path: Path, senso
     assert not any(p.is_file() for p in processing.rglob("*"))
 
 
-def test_drop_is_announced_in_the_event_feed(tmp_path: Path, sensors, prefect_server) -> None:
+def test_drop_is_announced_in_the_event_feed(tmp_path: Path, sensors, prefect_api) -> None:
     start(sensors, settings_for(tmp_path))
     make_image(tmp_path / "inbox" / "announce.png", seed=7)
     rec = wait_until(
@@ -156,7 +156,7 @@ def test_drop_is_announced_in_the_event_feed(tmp_path: Path, sensors, prefect_se
             },
             "limit": 10,
         }
-        r = httpx.post(f"{prefect_server.api_url}/events/filter", json=body, timeout=5)
+        r = httpx.post(f"{prefect_api.api_url}/events/filter", json=body, timeout=5)
         r.raise_for_status()
         return r.json()["events"]
 
@@ -330,12 +330,12 @@ class Gate:
 
 
 def test_an_unreachable_server_delays_submission_without_losing_the_file(
-    tmp_path: Path, sensors, prefect_server, caplog
+    tmp_path: Path, sensors, prefect_api, caplog
 ) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     caplog.set_level(logging.WARNING, logger="styledrop.sensor")
-    gate = Gate(prefect_server.api_url)  # shut: nothing listens on its port yet
+    gate = Gate(prefect_api.api_url)  # shut: nothing listens on its port yet
     with temporary_settings(updates={PREFECT_API_URL: gate.url}):
         # The sensor's worker thread runs in a copy of this context: it talks through the gate.
         start(sensors, settings_for(tmp_path))

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("styledrop").setLevel(args.log_level)
+    # Every Prefect API call is an httpx request logged at INFO: noise at the sensor's pace.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     from flows.sensors.service import start_folder_sensor, start_s3_sensor
     from flows.settings import get_settings
