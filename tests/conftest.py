@@ -169,4 +169,28 @@ def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
     try:
         yield prefect_server
     finally:
+        drain_prefect_workers()
         refresh_global_settings_context()
+
+
+def drain_prefect_workers() -> None:
+    """Send the logs and events Prefect still buffers while the server is up: otherwise they
+    are retried against a stopped server when the interpreter exits (a minute or more)."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:  # as prefect.testing.utilities.prefect_test_harness does
+        try:
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        except RuntimeError:  # never started
+            pass
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())

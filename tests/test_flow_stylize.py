@@ -1,0 +1,284 @@
+"""The stylize flow run in this process against conftest's real Prefect server: a job
+completes with result, record and artifacts; the same job again is reused; bad input fails at
+once with its reason and no retry; a cancel request stops a running job and frees its GPU slot.
+
+Tiny images, the random backbone (conftest) and a few steps keep each run to seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+from conftest import make_image, wait_until
+from PIL import Image
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.states import Cancelling
+
+from flows import jobs
+from flows.gpu import active_gpu_slots
+from flows.settings import Settings, get_settings
+from flows.storage import Storage
+from flows.stylize import stylize
+
+FAST = {"size": 48, "iterations": 8, "min_size": 48}  # one scale, 8 steps
+FILES_URL = "http://files.test:8510"
+
+
+def configure(mp: pytest.MonkeyPatch, root: Path, **extra: str) -> Settings:
+    """Settings for one test's runs: its own storage and its own GPU limit (so a slot held by
+    another test can never make this one wait), quick previews and progress."""
+    env = {
+        "STYLEDROP_STORAGE": str(root / "out"),
+        "STYLEDROP_GPU_LIMIT": f"styledrop-gpu-test-{uuid4().hex[:8]}",
+        "STYLEDROP_PREVIEW_EVERY": "3",
+        "STYLEDROP_PROGRESS_INTERVAL_S": "0.3",
+        "STYLEDROP_CANCEL_POLL_S": "0.5",
+        "STYLEDROP_PUBLIC_FILES_URL": FILES_URL,
+        **extra,
+    }
+    for key, value in env.items():
+        mp.setenv(key, value)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+@pytest.fixture
+def client(prefect_api) -> Iterator[SyncPrefectClient]:
+    with get_client(sync_client=True) as c:
+        yield c
+
+
+def artifacts_of(client: SyncPrefectClient, flow_run_id: UUID) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for a in client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    ):
+        found.setdefault(a.type, []).append(a)
+    return found
+
+
+def task_runs_of(client: SyncPrefectClient, flow_run_id: UUID) -> dict[str, list]:
+    runs: dict[str, list] = {}
+    for tr in client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    ):
+        # task run names are "<task name>-<3 hex chars>"
+        runs.setdefault(tr.name.rsplit("-", 1)[0], []).append(tr)
+    return runs
+
+
+# --- a completed job, reused, forced ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def done(prefect_api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """One completed job, shared by the tests below (each run costs seconds)."""
+    root = tmp_path_factory.mktemp("flow-done")
+    with pytest.MonkeyPatch.context() as mp:
+        settings = configure(mp, root)
+        content = make_image(root / "in" / "photo.png", (48, 40), seed=1)
+        style = make_image(root / "in" / "style.png", (48, 48), seed=2)
+        started = time.monotonic()
+        state = stylize(str(content), [str(style)], FAST, output="exports/photo.jpg",
+                        return_state=True)
+        yield {
+            "state": state,
+            "settings": settings,
+            "store": Storage(settings.storage_root, settings),
+            "content": content,
+            "style": style,
+            "seconds": time.monotonic() - started,
+            "mp": mp,
+        }
+    get_settings.cache_clear()
+
+
+def test_a_run_completes_with_result_and_record(done) -> None:
+    state, store = done["state"], done["store"]
+    assert state.is_completed(), state.message
+    record = state.result()
+    job_id = record["job_id"]
+    assert record["status"] == "completed" and not record.get("reused")
+    assert record["steps"] == record["total_steps"] == 8
+    assert record["backbone"].startswith("random") and record["device"] == "cpu"
+    assert record["flow_run_id"] == str(state.state_details.flow_run_id)
+    assert record["steps_per_second"] > 0 and record["timings"]["finished_at"]
+
+    result = Image.open(io.BytesIO(store.read_bytes(jobs.result_path(job_id))))
+    assert result.format == "PNG" and result.size == (48, 40)
+    assert store.read_json(jobs.record_path(job_id)) == record
+    assert store.exists(jobs.preview_path(job_id))
+    link = store.read_json(jobs.run_link_path(record["flow_run_id"]))
+    assert link == {"job_id": job_id, "record": jobs.record_path(job_id)}
+
+    # output=: a JPEG where the caller asked (relative: inside the storage root) + its record
+    exported = Image.open(io.BytesIO(store.read_bytes("exports/photo.jpg")))
+    assert exported.format == "JPEG" and exported.size == (48, 40)
+    assert json.loads(store.read_bytes("exports/photo.jpg.json"))["job_id"] == job_id
+    assert not list(Path(store.root).rglob("*.tmp")), "temporary files left behind"
+
+
+def test_a_run_publishes_progress_preview_and_summary(done, client) -> None:
+    state = done["state"]
+    record = state.result()
+    arts = artifacts_of(client, state.state_details.flow_run_id)
+    (progress,) = arts["progress"]
+    assert progress.data == 100 and progress.key == f"job-{record['job_id']}-progress"
+    (preview,) = arts["image"]
+    assert preview.data == f"{FILES_URL}/_jobs/{record['job_id']}/preview.jpg"
+    (summary,) = arts["markdown"]
+    assert summary.key == f"job-{record['job_id']}-summary"
+    assert record["job_id"] in summary.data
+    assert "Warning: random backbone" in summary.data
+    assert f"({FILES_URL}/_jobs/{record['job_id']}/result.png)" in summary.data
+    assert str(done["content"]) in summary.data
+
+
+def test_the_same_job_again_is_reused_not_computed(done, client) -> None:
+    first = done["state"].result()
+    store = done["store"]
+    result_file = Path(store.url(jobs.result_path(first["job_id"])))
+    mtime = result_file.stat().st_mtime_ns
+    # Same bytes under another name, same parameters written differently: same job.
+    copy = done["content"].with_name("copy.png")
+    copy.write_bytes(done["content"].read_bytes())
+    state = stylize(str(copy), [str(done["style"])], {**FAST, "style_blend": [3.0]},
+                    return_state=True)
+    assert state.is_completed(), state.message
+    again = state.result()
+    assert again["reused"] is True and again["job_id"] == first["job_id"]
+    assert again["flow_run_id"] == first["flow_run_id"]  # who computed it
+    assert "stylize image" not in task_runs_of(client, state.state_details.flow_run_id)
+    assert result_file.stat().st_mtime_ns == mtime
+    assert store.read_json(jobs.run_link_path(str(state.state_details.flow_run_id)))["job_id"] \
+        == first["job_id"]
+
+
+def test_force_computes_again(done, client) -> None:
+    first = done["state"].result()
+    state = stylize(str(done["content"]), [str(done["style"])], FAST, force=True,
+                    return_state=True)
+    assert state.is_completed(), state.message
+    forced = state.result()
+    assert not forced.get("reused") and forced["job_id"] == first["job_id"]
+    assert forced["flow_run_id"] == str(state.state_details.flow_run_id) != first["flow_run_id"]
+    assert forced["resumed_from_step"] == 0
+    assert "stylize image" in task_runs_of(client, state.state_details.flow_run_id)
+
+
+# --- refused jobs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("not_an_image", "not-an-image.png"),
+        ("too_small", "too small to stylise"),
+        ("missing", "content image not found"),
+        ("unknown_style", "unknown style 'no-such-style'"),
+        ("bad_option", "size must be between 16 and 8192"),
+    ],
+)
+def test_bad_input_fails_at_once_with_its_reason(
+    case, reason, prefect_api, client, tmp_path, monkeypatch
+) -> None:
+    settings = configure(monkeypatch, tmp_path)
+    content = make_image(tmp_path / "photo.png", (48, 40))
+    style, options = str(make_image(tmp_path / "style.png", (48, 48), seed=3)), dict(FAST)
+    if case == "not_an_image":
+        content = tmp_path / "not-an-image.png"
+        content.write_text("this is text")
+    elif case == "too_small":
+        content = make_image(tmp_path / "tiny.png", (20, 20))
+    elif case == "missing":
+        content = tmp_path / "missing.png"
+    elif case == "unknown_style":
+        style = "no-such-style"
+    elif case == "bad_option":
+        options["size"] = 4
+
+    started = time.monotonic()
+    state = stylize(str(content), [style], options, return_state=True)
+    elapsed = time.monotonic() - started
+
+    assert state.is_failed()
+    assert reason in state.message, state.message
+    run_id = state.state_details.flow_run_id
+    flow_run = client.read_flow_run(run_id)
+    assert flow_run.run_count == 1
+    (validate,) = task_runs_of(client, run_id)["validate inputs"]
+    assert validate.run_count == 1, "a refused job must not be retried"
+    assert "stylize image" not in task_runs_of(client, run_id)
+    assert elapsed < 20  # no retry delays
+    link = Storage(settings.storage_root, settings).read_json(jobs.run_link_path(str(run_id)))
+    assert link["status"] == "rejected" and reason in link["error"]
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+
+def test_cancel_request_stops_a_running_job_and_frees_the_gpu_slot(
+    prefect_api, client, tmp_path, monkeypatch
+) -> None:
+    """Run in this process (no runner to kill it): the engine callback sees CANCELLING."""
+    settings = configure(monkeypatch, tmp_path)
+    store = Storage(settings.storage_root, settings)
+    content = make_image(tmp_path / "photo.png", (48, 40))
+    style = make_image(tmp_path / "style.png", (48, 48), seed=4)
+    endless = {"size": 48, "iterations": 100_000, "min_size": 48}
+    states: list = []
+    worker = threading.Thread(
+        target=lambda: states.append(
+            stylize(str(content), [str(style)], endless, return_state=True)
+        )
+    )
+    worker.start()
+    try:
+        link = wait_until(
+            lambda: next(iter((Path(store.root) / "_runs").glob("*.json")), None), 60,
+            "the run to link itself to its job",
+        )
+        run_id = UUID(link.stem)
+        job_id = json.loads(link.read_text())["job_id"]
+
+        def progress() -> float:
+            arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[f"job-{job_id}-progress"])))
+            return arts[0].data if arts else 0
+
+        wait_until(lambda: progress() > 0, 60, "live progress above 0")
+        assert active_gpu_slots(settings) == 1
+        asked = time.monotonic()
+        client.set_flow_run_state(run_id, Cancelling())
+        worker.join(30)
+        assert not worker.is_alive(), "the run did not stop within 30 s of the cancel request"
+        stopped_after = time.monotonic() - asked
+    finally:
+        if worker.is_alive():
+            client.set_flow_run_state(run_id, Cancelling(), force=True)
+            worker.join(60)
+
+    assert stopped_after < 10
+    (state,) = states
+    assert state.is_cancelled(), (state.type, state.message)
+    assert client.read_flow_run(run_id).state.is_cancelled()
+    assert active_gpu_slots(settings) == 0
+    record = store.read_json(jobs.record_path(job_id))
+    assert record["status"] == "cancelled"
+    # The work done so far is kept for a resubmission.
+    assert store.exists(jobs.checkpoint_path(job_id))
+    assert not store.exists(jobs.result_path(job_id))
