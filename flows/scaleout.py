@@ -236,8 +236,11 @@ def hand_back(run_ids: list[Any], reason: str) -> int:
     with get_client(sync_client=True) as client:
         for run_id in run_ids:
             try:
-                # force: Running -> Scheduled is not a transition a client may propose.
-                client.set_flow_run_state(run_id, AwaitingRetry(message=reason), force=True)
+                # Not forced: Prefect's rules refuse it for a run being cancelled.
+                result = client.set_flow_run_state(run_id, AwaitingRetry(message=reason))
+                if result.status.value != "ACCEPT":
+                    logger.info("flow run %s not handed back: %s", run_id, result.details)
+                    continue
                 done += 1
             except Exception as exc:  # noqa: BLE001 - the automation catches what we miss
                 logger.warning("could not hand back flow run %s: %s", run_id, exc)

@@ -1,0 +1,375 @@
+"""`styledrop up`: the whole service on this machine, nothing outside it needed.
+
+    Prefect server (SQLite in <data_dir>/.styledrop/prefect)
+      -> `styledrop serve`      the stylize/stylize deployment
+      -> `styledrop watch`      <data_dir>/inbox/ -> outputs/
+      -> `styledrop dashboard`  Streamlit + the read-only file route
+
+Every port is checked and a lock taken before anything starts, so a second `up` or a taken
+port gives one clear message instead of half a stack. Children log to
+<data_dir>/.styledrop/logs/<name>.log; <data_dir>/.styledrop/up.json says what runs.
+
+Decision: a child that dies after startup stops the whole stack (exit 1, with the tail of its
+log) rather than being restarted: a half-working stack that hides a crash loop is worse than
+a clear stop, and whatever supervises `up` (systemd, a container) restarts it whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+from flows import stack
+from flows.samples import sample_outcome, seed_samples
+from flows.settings import Settings, get_settings
+
+DEPLOYMENT = "stylize/stylize"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-samples",
+        action="store_true",
+        help="do not copy the demo images from samples/ into the inbox on the first start",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="exit (stopping everything) once the samples seeded by this start are done; "
+        "exit code 1 if one failed. Without samples to wait for: once the stack is up",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=180.0,
+        help="seconds each part may take to become ready before `up` gives up (180)",
+    )
+
+
+class Layout:
+    """Where `up` keeps its state, all under <data_dir>/.styledrop/."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.data_dir = settings.data_dir.resolve()
+        self.state = self.data_dir / ".styledrop"
+        self.logs = self.state / "logs"
+        self.lock = self.state / "up.lock"
+        self.status = self.state / "up.json"
+        self.prefect_home = (settings.prefect_home or self.state / "prefect").resolve()
+
+
+def error(message: str) -> int:
+    print(f"styledrop: error: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def say(message: str) -> None:
+    print(f"styledrop: {message}", flush=True)
+
+
+# --- what to run ----------------------------------------------------------------------------
+
+
+def child_env(settings: Settings, layout: Layout) -> dict[str, str]:
+    api = f"{settings.prefect_ui_url}/api"
+    env = dict(os.environ)
+    env.update(
+        PREFECT_API_URL=api,
+        PREFECT_UI_API_URL=api,
+        PREFECT_HOME=str(layout.prefect_home),
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(settings.heartbeat_s),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+        # Children may start elsewhere (flow runs get a temporary working directory).
+        STYLEDROP_DATA_DIR=str(layout.data_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def plan(settings: Settings, layout: Layout) -> tuple[stack.ChildSpec, list[stack.ChildSpec]]:
+    """The server, then what needs it."""
+    import httpx
+
+    env = child_env(settings, layout)
+    api = env["PREFECT_API_URL"]
+    host = settings.host
+    styledrop = [sys.executable, "-m", "flows.cli"]
+
+    def ok(url: str, *, below: int = 300) -> bool:
+        return httpx.get(url, timeout=2).status_code < below
+
+    server_env = dict(env)
+    server_env.pop("PREFECT_API_URL")  # the server is the API; it must not look for another
+    server = stack.ChildSpec(
+        "prefect-server",
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            host,
+            "--port",
+            str(settings.prefect_port),
+        ],
+        server_env,
+        ready=lambda: ok(f"{api}/health"),
+    )
+    files_local = not settings.storage_root.startswith(("s3://", "s3a://"))
+    dashboard_url = f"http://{host}:{settings.dashboard_port}"
+    files_url = f"http://{host}:{settings.files_port}"
+
+    def dashboard_ready() -> bool:
+        # The file route answers 404 for "/"; any answer below 500 means it is serving.
+        return ok(f"{dashboard_url}/_stcore/health") and (
+            not files_local or ok(f"{files_url}/", below=500)
+        )
+
+    others = [
+        stack.ChildSpec(
+            "serve",
+            [*styledrop, "serve"],
+            env,
+            ready=lambda: ok(f"{api}/deployments/name/{DEPLOYMENT}"),
+        ),
+        # The sensor lists the inbox's backlog when it starts: being alive is enough.
+        stack.ChildSpec("watch", [*styledrop, "watch"], env),
+        stack.ChildSpec(
+            "dashboard",
+            [
+                *styledrop,
+                "dashboard",
+                "--host",
+                host,
+                "--port",
+                str(settings.dashboard_port),
+                "--files-port",
+                str(settings.files_port),
+            ],
+            env,
+            ready=dashboard_ready,
+        ),
+    ]
+    return server, others
+
+
+# --- before starting ------------------------------------------------------------------------
+
+
+def preflight(settings: Settings, layout: Layout, lock: stack.StackLock) -> str | None:
+    """Why `up` must not start, or None. Takes the lock when it may."""
+    holder = lock.acquire()
+    if holder is not None:
+        who = f"pid {holder}" if holder else "another process"
+        return (
+            f"another `styledrop up` ({who}) is running with this data folder "
+            f"({layout.data_dir}). Stop it first (Ctrl-C in its terminal, or kill {holder or ''}"
+            ".) or use another STYLEDROP_DATA_DIR."
+        )
+    ports = {
+        "STYLEDROP_PREFECT_PORT": settings.prefect_port,
+        "STYLEDROP_DASHBOARD_PORT": settings.dashboard_port,
+        "STYLEDROP_FILES_PORT": settings.files_port,
+    }
+    if len(set(ports.values())) < len(ports):
+        return f"two services are set to the same port: {ports}"
+    for variable, port in ports.items():
+        why = stack.port_in_use(settings.host, port)
+        if why:
+            return (
+                f"port {port} on {settings.host} is {why} (needed for {variable}). Is another "
+                f"styledrop up running? Stop it, or set {variable} to a free port."
+            )
+    return None
+
+
+def describe_backbone(settings: Settings) -> str:
+    """Which features the engine will use, said before any job runs."""
+    if settings.backbone == "random":
+        return (
+            "backbone: random (STYLEDROP_BACKBONE=random) - untrained features; results show the "
+            "pipeline works, not what the style looks like"
+        )
+    from engine.backbone import hub_weights_path
+
+    weights = settings.weights or hub_weights_path()
+    if weights.is_file():
+        return f"backbone: pretrained VGG19 from {weights}"
+    if settings.backbone == "vgg19":
+        return (
+            f"WARNING: backbone vgg19 but no weights at {weights}: every job will fail until the "
+            "file is there (or set STYLEDROP_BACKBONE=auto/random)"
+        )
+    return (
+        f"WARNING: no VGG19 weights at {weights}. Each job tries to download them and, without "
+        "network, falls back to a RANDOM backbone (results will not look like the style). Put "
+        "vgg19-dcbb9e9d.pth there (or set STYLEDROP_WEIGHTS), or set STYLEDROP_BACKBONE=random."
+    )
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+class Stop:
+    """SIGINT/SIGTERM only set a flag; the main loop does the stopping, in order."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signal is None:
+            self.signal = signum
+            print(f"\nstyledrop: {signal.Signals(signum).name}: stopping...", flush=True)
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+def start_all(
+    specs: list[stack.ChildSpec],
+    layout: Layout,
+    children: list[stack.Child],
+    stop: Stop,
+    timeout: float,
+) -> None:
+    """Start ``specs`` (recorded in ``children`` at once, so they are stopped whatever
+    happens next) and wait until each is ready."""
+    started = [stack.start_child(spec, layout.logs) for spec in specs]
+    children.extend(started)
+    stack.wait_ready(started, timeout, cancelled=lambda: bool(stop))
+
+
+def install_recovery(settings: Settings, layout: Layout) -> str:
+    """The lost-run automation on our server (runs of a killed `up` are rescheduled and
+    picked up by the next one). Best effort: the stack works without it."""
+    # This process talks to its own server only, like the children.
+    env = child_env(settings, layout)
+    for key in (
+        "PREFECT_API_URL",
+        "PREFECT_HOME",
+        "PREFECT_SERVER_ANALYTICS_ENABLED",
+        "DO_NOT_TRACK",
+    ):
+        os.environ[key] = env[key]
+    try:
+        from flows.scaleout import ensure_recovery_automation
+
+        return ensure_recovery_automation(settings, update=False)
+    except Exception as exc:  # noqa: BLE001
+        return f"could not install the lost-run automation: {exc}"
+
+
+def write_status(layout: Layout, children: list[stack.Child], urls: dict[str, str]) -> None:
+    status = {
+        "pid": os.getpid(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "children": {
+            c.name: {"pid": c.pid, "log": str(c.log), "argv": c.spec.argv} for c in children
+        },
+        "urls": urls,
+    }
+    tmp = layout.status.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status, indent=2))
+    os.replace(tmp, layout.status)
+
+
+def print_urls(settings: Settings, layout: Layout) -> dict[str, str]:
+    urls = {
+        "prefect_ui": settings.prefect_ui_url,
+        "prefect_api": f"{settings.prefect_ui_url}/api",
+        "dashboard": f"http://{settings.host}:{settings.dashboard_port}",
+        "inbox": str(layout.data_dir / "inbox"),
+        "outputs": settings.storage_root,
+    }
+    if not settings.storage_root.startswith(("s3://", "s3a://")):
+        urls["files"] = f"http://{settings.host}:{settings.files_port}"
+    width = max(len(k) for k in urls) + 1
+    say("up. Ctrl-C stops everything.")
+    for key, value in urls.items():
+        print(f"  {key.replace('_', ' '):<{width}} {value}", flush=True)
+    return urls
+
+
+def died_message(child: stack.Child, when: str) -> str:
+    code = child.proc.returncode
+    tail = "\n".join(f"  | {line}" for line in child.tail().splitlines())
+    return f"{child.name} {when} (exit code {code}). Last lines of {child.log}:\n{tail}"
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    layout = Layout(settings)
+    lock = stack.StackLock(layout.lock)
+    problem = preflight(settings, layout, lock)
+    if problem:
+        return error(problem)
+
+    stop = Stop()
+    children: list[stack.Child] = []
+    code = 0
+    try:
+        layout.prefect_home.mkdir(parents=True, exist_ok=True)
+        say(describe_backbone(settings))
+        say(f"data: {layout.data_dir}  (logs: {layout.logs})")
+        server, others = plan(settings, layout)
+        say("starting the Prefect server...")
+        start_all([server], layout, children, stop, args.timeout)
+        say(install_recovery(settings, layout))
+        say("starting serve, watch and the dashboard...")
+        start_all(others, layout, children, stop, args.timeout)
+        urls = print_urls(settings, layout)
+        write_status(layout, children, urls)
+        seeded = [] if args.no_samples else seed_samples(layout.data_dir, layout.state)
+        if seeded:
+            say(f"stylising the samples {', '.join(seeded)} (copied into the inbox)")
+        code = supervise(children, layout, seeded, stop, once=args.once)
+    except stack.StartupCancelled:
+        code = 0
+    except stack.StartupError as exc:
+        code = error(died_message(exc.child, exc.reason))
+    finally:
+        if children:
+            say("stopping " + ", ".join(c.name for c in reversed(children)) + "...")
+            # Everything but the server first, so their last words reach it; then the server.
+            report = stack.stop_children(children[1:][::-1], settings.stop_timeout_s)
+            report += stack.stop_children(children[:1], settings.stop_timeout_s)
+            for line in report:
+                print(f"  {line}", flush=True)
+        layout.status.unlink(missing_ok=True)
+        lock.release()
+    return code
+
+
+def supervise(
+    children: list[stack.Child], layout: Layout, seeded: list[str], stop: Stop, *, once: bool
+) -> int:
+    """Watch the children until a signal, a death, or (``once``) the samples are done."""
+    pending = list(seeded)
+    failures = 0
+    while not stop:
+        for child in children:
+            child.remember_descendants()
+            if not child.alive():
+                return error(died_message(child, "stopped unexpectedly"))
+        for name in list(pending):
+            outcome = sample_outcome(layout.data_dir, name)
+            if outcome.done:
+                pending.remove(name)
+                failures += not outcome.ok
+                verdict = "done -> " if outcome.ok else "FAILED: "
+                say(f"sample {name}: {verdict}{outcome.detail}")
+        if once and not pending:
+            say("--once: done")
+            return 1 if failures else 0
+        time.sleep(0.5)
+    return 0
