@@ -83,11 +83,13 @@ def _picture(run: Run, job: Job | None) -> None:
         )
         data = ui.guarded(lambda: ui.store().read(rel), "Could not read the picture")
         if data:
-            st.image(data, caption=caption, width="stretch")
+            # Natural size (capped at the page width): an upscaled 64 px result would look
+            # like a blurry big one.
+            st.image(data, caption=caption, width="content")
             return
     previews = ui.guarded(lambda: ui.api().previews([run.id]), "Could not read the preview") or {}
     if run.id in previews:
-        st.image(previews[run.id], caption="Latest preview", width="stretch")
+        st.image(previews[run.id], caption="Latest preview", width="content")
     elif not run.is_final:
         st.caption("No preview yet: the first one appears after a few steps.")
 

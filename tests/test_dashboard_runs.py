@@ -161,7 +161,8 @@ def test_submit_stores_the_upload_and_creates_a_run(dash_env, deployment_id, cli
     at.checkbox(key="style_waves").check()
     at.run()
     at.slider(key="blend_1_waves").set_value(0.5)
-    at.number_input[0].set_value(48)
+    at.number_input(key="size").set_value(48)
+    at.number_input(key="iterations").set_value(7)
     at.run()
     at.button(key="submit").click().run()
     assert not at.exception, at.exception
@@ -176,6 +177,7 @@ def test_submit_stores_the_upload_and_creates_a_run(dash_env, deployment_id, cli
         assert params["styles"] == ["mosaic", "waves"]
         assert params["options"]["size"] == 48
         assert params["options"]["style_blend"] == [1.0, 0.5]
+        assert params["options"]["iterations"] == 7
         content = Path(params["content"])
         assert content.parent == dash_env / "_uploads"
         assert content.read_bytes() == buf.getvalue()

@@ -99,10 +99,17 @@ def blend_section(names: list[str]) -> list[float] | None:
 def options_section() -> dict[str, Any]:
     st.subheader("3. Options")
     size = st.number_input(
-        "Size of the result (long edge, pixels)", min_value=16, max_value=4096, value=512, step=16
+        "Size of the result (long edge, pixels)",
+        min_value=16,
+        max_value=4096,
+        value=512,
+        step=16,
+        key="size",
     )
-    strength = st.select_slider("Style strength", options=list(STRENGTHS), value="normal")
-    preserve = st.checkbox("Preserve the photo's colours", value=False)
+    strength = st.select_slider(
+        "Style strength", options=list(STRENGTHS), value="normal", key="strength"
+    )
+    preserve = st.checkbox("Preserve the photo's colours", value=False, key="preserve_colors")
     options: dict[str, Any] = {
         "size": int(size),
         "style_weight": STRENGTHS[strength],
@@ -110,9 +117,13 @@ def options_section() -> dict[str, Any]:
     }
     with st.expander("Advanced"):
         iterations = st.number_input(
-            "Iterations (0: the engine's default)", min_value=0, max_value=100_000, value=0
+            "Iterations (0: the engine's default)",
+            min_value=0,
+            max_value=100_000,
+            value=0,
+            key="iterations",
         )
-        seed = st.number_input("Random seed", min_value=0, max_value=2**31 - 1, value=0)
+        seed = st.number_input("Random seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
     if iterations:
         options["iterations"] = int(iterations)
     if seed:

@@ -1,0 +1,333 @@
+"""End to end in a real browser: headless Chromium drives the dashboard against the real stack
+(a Prefect server, `styledrop serve` and `styledrop dashboard` as subprocesses). Upload a photo,
+pick a style, submit, watch the run finish, download the result and check it decodes.
+
+Screenshots of every step (and phone-width ones) land in test-artifacts/<test>/, with the
+subprocesses' logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, PrefectServer, free_port, make_image, stop_process, wait_until
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@dataclass
+class Stack:
+    dashboard_url: str
+    files_url: str
+    api_url: str
+    storage: Path
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def alive(proc: subprocess.Popen, log: Path) -> None:
+    if proc.poll() is not None:
+        raise RuntimeError(f"{proc.args} exited ({proc.returncode}): {log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def stack(prefect_server: PrefectServer, tmp_path: Path, artifacts_dir: Path) -> Iterator[Stack]:
+    dash_port, files_port = free_port(), free_port()
+    storage = tmp_path / "outputs"
+    env = prefect_server.env()
+    env.update(
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        STYLEDROP_DATA_DIR=str(tmp_path),
+        STYLEDROP_STORAGE=str(storage),
+        STYLEDROP_STYLES_DIR=str(ROOT / "styles"),
+        STYLEDROP_BACKBONE="random",
+        STYLEDROP_DEVICE="cpu",
+        STYLEDROP_DASHBOARD_PORT=str(dash_port),
+        STYLEDROP_FILES_PORT=str(files_port),
+        # The run page's "Open in the Prefect UI" link goes to this test's server.
+        STYLEDROP_PREFECT_PORT=prefect_server.api_url.rsplit(":", 1)[1].split("/")[0],
+        STYLEDROP_DASHBOARD_REFRESH_S="1",
+        STYLEDROP_PROGRESS_INTERVAL_S="0.5",
+        STYLEDROP_PREVIEW_EVERY="2",
+    )
+    styledrop = [sys.executable, "-m", "flows.cli"]
+    serve_log, dash_log = artifacts_dir / "serve.log", artifacts_dir / "dashboard.log"
+    serve = start([*styledrop, "serve"], env, serve_log)
+    dash = start([*styledrop, "dashboard"], env, dash_log)
+    try:
+
+        def deployment_ready() -> bool:
+            alive(serve, serve_log)
+            r = httpx.get(f"{prefect_server.api_url}/deployments/name/stylize/stylize", timeout=5)
+            return r.status_code == 200
+
+        def dashboard_ready() -> bool:
+            alive(dash, dash_log)
+            r = httpx.get(f"http://127.0.0.1:{dash_port}/_stcore/health", timeout=5)
+            return r.status_code == 200
+
+        wait_until(deployment_ready, 120, "`styledrop serve` to register stylize/stylize", 0.5)
+        wait_until(dashboard_ready, 90, "`styledrop dashboard` to answer", 0.5)
+        yield Stack(
+            dashboard_url=f"http://127.0.0.1:{dash_port}",
+            files_url=f"http://127.0.0.1:{files_port}",
+            api_url=prefect_server.api_url,
+            storage=storage,
+        )
+    finally:
+        stop_process(dash)
+        stop_process(serve)
+
+
+@dataclass
+class Browser:
+    driver: object
+    downloads: Path
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    if not CHROMEDRIVER.exists() or not CHROMIUM.exists():
+        pytest.skip(
+            "needs Debian's chromium and chromedriver (/usr/bin/chromium, /usr/bin/chromedriver): "
+            "apt-get install -y --no-install-recommends chromium chromium-driver"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(arg)
+    options.add_experimental_option(
+        "prefs",
+        {
+            "download.default_directory": str(downloads),
+            "download.prompt_for_download": False,
+            "safebrowsing.enabled": False,
+        },
+    )
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    # Headless Chromium ignores the download preference unless told through DevTools.
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    try:
+        yield Browser(driver, downloads)
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# --- page helpers ------------------------------------------------------------------------------
+
+
+def find(driver, css: str, timeout: float = 30, what: str | None = None, visible: bool = True):
+    """The first element matching `css`, once it exists (and is shown, unless not `visible`:
+    file inputs are hidden behind the uploader's button)."""
+    from selenium.webdriver.common.by import By
+
+    def present():
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return found[0] if found and (not visible or found[0].is_displayed()) else None
+
+    return wait_until(present, timeout, what or f"{css} on the page", interval=0.25)
+
+
+def act(driver, css: str, action, what: str, timeout: float = 30, visible: bool = True):
+    """Find `css` and do `action(element)` until it returns None (a click) or something truthy
+    (a check); the element is found afresh each try, because a Streamlit rerun replaces
+    elements and a stale reference is then retried rather than a failure."""
+    from selenium.webdriver.common.by import By
+
+    def attempt():
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        if not found or (visible and not found[0].is_displayed()):
+            return None
+        result = action(found[0])
+        return True if result is None else result  # None: an action (a click) that is done
+
+    return wait_until(attempt, timeout, what, interval=0.25)
+
+
+def page_text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def idle(driver, timeout: float = 60) -> None:
+    """Wait until Streamlit shows no 'Running...' icon (for screenshots of a settled page)."""
+    from selenium.webdriver.common.by import By
+
+    running = '[data-testid="stStatusWidgetRunningIcon"]'
+    wait_until(
+        lambda: not driver.find_elements(By.CSS_SELECTOR, running),
+        timeout,
+        "the page to finish running",
+        interval=0.25,
+    )
+
+
+def text_appears(driver, text: str, timeout: float, what: str) -> None:
+    wait_until(lambda: text in page_text(driver), timeout, what, interval=0.25)
+
+
+def screenshot(driver, path: Path, width: int = 1280) -> None:
+    """Whole-page screenshot at `width`: the window is grown to the page's height first."""
+    height = driver.execute_script(
+        "const m = document.querySelector('[data-testid=\"stMain\"]');"
+        "return Math.max(m ? m.scrollHeight : 0, document.body.scrollHeight);"
+    )
+    driver.set_window_size(width, min(max(900, int(height) + 120), 6000))
+    time.sleep(0.5)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 900)
+
+
+def set_number(driver, key: str, value: int) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    css = f".st-key-{key} input"
+
+    def type_value(field) -> bool:
+        if field.get_attribute("value") != str(value):
+            field.send_keys(Keys.CONTROL, "a")
+            # Enter commits a number input: the value is then in every later widget update.
+            field.send_keys(str(value), Keys.ENTER)
+        return field.get_attribute("value") == str(value)
+
+    act(driver, css, type_value, f"{key} = {value}")
+
+
+def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, artifacts_dir):
+    d = browser.driver
+    photo = make_image(artifacts_dir / "photo.png", (64, 48), seed=3)
+
+    # 1. The submit page, phone width as well.
+    d.get(f"{stack.dashboard_url}/submit")
+    find(d, ".st-key-content input[type=file]", 60, "the photo uploader", visible=False)
+    idle(d)
+    screenshot(d, artifacts_dir / "01-submit.png")
+    screenshot(d, artifacts_dir / "01-submit-390px.png", width=390)
+
+    # 2. Upload, pick a style, make it tiny and short.
+    find(d, ".st-key-content input[type=file]", visible=False).send_keys(str(photo))
+    # The first check imports the engine (torch) in the dashboard: seconds on a busy machine.
+    text_appears(d, "photo.png · 64×48", 120, "the uploaded photo accepted")
+    act(d, ".st-key-style_mosaic label", lambda e: e.click(), "a click on the mosaic style")
+    act(d, ".st-key-style_mosaic input", lambda e: e.is_selected(), "mosaic ticked", visible=False)
+    set_number(d, "size", 48)
+    act(d, '[data-testid="stExpander"] summary', lambda e: e.click(), "opening Advanced")
+    set_number(d, "iterations", 6)
+    act(d, ".st-key-submit button", lambda e: e.is_enabled(), "the Stylise button enabled")
+    idle(d)
+    screenshot(d, artifacts_dir / "02-filled-in.png")
+
+    # 3. Submit: the page switches to the new run's page.
+    act(d, ".st-key-submit button", lambda e: e.click(), "a click on Stylise")
+    wait_until(lambda: "run=" in d.current_url, 60, "the run page after submitting")
+    run_id = d.current_url.split("run=")[1].split("&")[0]
+    find(d, '[data-testid="stProgress"]', 30, "the run's progress bar")
+    screenshot(d, artifacts_dir / "03-run-page.png")
+    with contextlib.suppress(AssertionError):  # a fast run may skip past Running unseen
+        text_appears(d, "State: Running", 60, "the run to start")
+        screenshot(d, artifacts_dir / "03-running.png")
+
+    # 4. It finishes: the page redraws itself with the downloads (no reload by us).
+    # The record says completed (downloads appear) a moment before Prefect's state does.
+    find(d, ".st-key-download_result button", 240, "the finished run's download")
+    text_appears(d, "State: Completed", 60, "the run page to show Completed")
+    text = page_text(d)
+    assert "100%" in text
+    assert "Random backbone" in text  # STYLEDROP_BACKBONE=random: the banner says so
+    screenshot(d, artifacts_dir / "04-finished.png")
+    screenshot(d, artifacts_dir / "04-finished-390px.png", width=390)
+
+    # 5. Download the result; it is the PNG the flow wrote.
+    act(d, ".st-key-download_result button", lambda e: e.click(), "a click on Download")
+
+    def downloaded() -> Path | None:
+        done = [p for p in browser.downloads.iterdir() if p.suffix == ".png"]
+        return done[0] if done else None
+
+    path = wait_until(downloaded, 30, "the result PNG in the download folder")
+    data = path.read_bytes()
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        assert img.format == "PNG"
+        assert max(img.size) == 48
+    job = httpx.get(f"{stack.api_url}/flow_runs/{run_id}", timeout=5).json()
+    assert job["state_type"] == "COMPLETED"
+    stored = list(stack.storage.glob("_jobs/*/result.png"))
+    assert [p.read_bytes() for p in stored] == [data]
+
+    # 6. The runs table lists it, completed, with its preview served by the file route.
+    d.get(stack.dashboard_url)
+    find(d, '[data-testid="stDataFrame"]', 60, "the runs table")
+    idle(d)
+    screenshot(d, artifacts_dir / "05-runs.png")
+    screenshot(d, artifacts_dir / "05-runs-390px.png", width=390)
+    # Selecting its row (the grid is a canvas: click where the first row's checkbox is drawn)
+    # opens the run's page.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    grid = find(d, '[data-testid="stDataFrame"]')
+    ActionChains(d).move_to_element_with_offset(
+        grid, -grid.size["width"] // 2 + 17, -grid.size["height"] // 2 + 36 + 28
+    ).click().perform()
+    wait_until(lambda: f"run={run_id}" in d.current_url, 30, "the run page from the table")
+    find(d, ".st-key-download_result button", 60, "the run page's download")
+    previews = list(stack.storage.glob("_jobs/*/preview.jpg"))
+    if previews:
+        rel = previews[0].relative_to(stack.storage).as_posix()
+        r = httpx.get(f"{stack.files_url}/{rel}", timeout=5)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+
+    # 7. The results gallery.
+    d.get(f"{stack.dashboard_url}/results")
+    find(d, '[data-testid="stImage"] img', 60, "a result thumbnail")
+    idle(d)
+    screenshot(d, artifacts_dir / "06-results.png")
+    screenshot(d, artifacts_dir / "06-results-390px.png", width=390)
+    assert os.listdir(browser.downloads)
