@@ -7,7 +7,9 @@ parameters and style transfer never uses it.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,8 +152,23 @@ def _read_state_file(path: Path) -> dict[str, torch.Tensor]:
     return _features_state(state)
 
 
+PROBE_TIMEOUT_S = 5.0
+
+
+def _probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Raise OSError unless the download host accepts a connection within `timeout`.
+
+    torch.hub opens URLs without a timeout: offline with DNS it fails at once, but behind a
+    firewall that drops packets it would hang a job for minutes.
+    """
+    host = urllib.parse.urlsplit(url).hostname or ""
+    with socket.create_connection((host, 443), timeout=timeout):
+        pass
+
+
 def _download_state() -> dict[str, torch.Tensor]:
-    """Fetch the file into the hub cache; raises OSError-ish errors quickly when offline."""
+    """Fetch the file into the hub cache; raises quickly when the network does not allow it."""
+    _probe(WEIGHTS_URL)
     state = torch.hub.load_state_dict_from_url(
         WEIGHTS_URL, map_location="cpu", progress=False, check_hash=True, weights_only=True
     )

@@ -57,13 +57,15 @@ def _read_bytes(source: bytes | str | Path | BinaryIO) -> tuple[bytes, str]:
         raise ImageError(f"{name}: cannot read ({exc})") from exc
 
 
-def _scale_to_8bit(arr: np.ndarray) -> np.ndarray:
-    """Integer or float samples of unknown range to 0..255, guessing the range from the data.
+def _scale_to_8bit(arr: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
+    """Integer or float samples to 0..255: 16-bit by its range, others guessed from the data.
 
     16-bit PNGs open as I;16 or I and float TIFFs as F; Pillow's own convert() clips these at
     255, which turns most 16-bit photos white.
     """
     arr = arr.astype(np.float64)
+    if sixteen_bit:
+        return np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
     finite = arr[np.isfinite(arr)]
     if finite.size == 0:
         return np.zeros(arr.shape, np.uint8)
@@ -86,7 +88,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB":
         return image
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        gray = _scale_to_8bit(np.asarray(image))
+        gray = _scale_to_8bit(np.asarray(image), sixteen_bit=mode.startswith("I;16"))
         return Image.fromarray(gray, "L").convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode in ("P", "L", "RGB") and "transparency" in image.info

@@ -226,7 +226,9 @@ def stylize(
     precision = pick_precision(dev)
     scales = plan(content.size, params)
     final = scales[-1]
-    check_fits(final.width, final.height, dev, precision)
+    style_edge = round(final.long_edge * params.style_scale)
+    style_pixels = max(w * h for w, h in (size_for(*s.size, style_edge) for s in styles))
+    check_fits(final.width, final.height, dev, precision, style_pixels)
     bb = load_backbone(backbone, weights=weights, pooling=params.pooling, device=dev)
     if precision.channels_last:
         bb.model.to(memory_format=torch.channels_last)  # idempotent; the cached model is shared

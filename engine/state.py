@@ -109,13 +109,14 @@ def parse(state: dict[str, Any], params: StyleParams, inputs: str, backbone: str
         raise ParamError(
             f"checkpoint was made with backbone {state.get('backbone')}, this run has {backbone}"
         )
+    # Copies: the run updates its tensors in place, and the caller's dict must stay reusable.
     return RunState(
         scale_index=int(state["scale_index"]),
         step_in_scale=int(state["step_in_scale"]),
         step=int(state["step"]),
-        image=state["image"],
-        ema=state["ema"],
-        optimizer=state["optimizer"],
+        image=to_cpu(state["image"]),
+        ema=to_cpu(state["ema"]),
+        optimizer=to_cpu(state["optimizer"]),
         losses=[float(v) for v in state.get("losses", [])],
         elapsed_s=float(state.get("elapsed_s", 0.0)),
         skipped_steps=int(state.get("skipped_steps", 0)),

@@ -12,6 +12,7 @@ from engine import BackboneError
 from engine import backbone as bb
 
 FILENAME = "vgg19-dcbb9e9d.pth"
+_real_probe = bb._probe
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +26,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(bb, "_probe", lambda url: None)  # let the download itself fail
     bb.clear_cache()
     yield attempts
     bb.clear_cache()
@@ -98,6 +100,18 @@ def test_vgg19_without_weights_says_which_file_goes_where(
     assert str(tmp_path / "torch-home" / "hub" / "checkpoints" / FILENAME) in message
     assert "--weights" in message and "Name or service not known" in message
     assert isolated == [bb.WEIGHTS_URL]
+
+
+def test_unreachable_host_fails_within_the_probe_timeout(monkeypatch, isolated) -> None:
+    def dropped(address, timeout):
+        assert timeout <= 10
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(bb, "_probe", _real_probe)
+    monkeypatch.setattr(bb.socket, "create_connection", dropped)
+    with pytest.raises(BackboneError, match="timed out"):
+        bb.load_backbone("vgg19")
+    assert not isolated  # torch.hub was never asked
 
 
 def test_auto_falls_back_to_random_loudly() -> None:

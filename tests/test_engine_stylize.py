@@ -172,6 +172,7 @@ def test_resume_continues_to_the_same_result(content) -> None:
     assert state["scale_index"] == 0 and state["step_in_scale"] == 6
     assert saved["preview"].size == (32, 27)
 
+    image_before = state["image"].clone()
     steps: list[int] = []
     resumed = stylize(
         content,
@@ -183,6 +184,7 @@ def test_resume_continues_to_the_same_result(content) -> None:
         callback=lambda p: steps.append(p.step),
     )
     assert resumed.resumed_from_step == 6
+    assert torch.equal(state["image"], image_before)  # the caller's state is not consumed
     assert steps[0] == 7 and resumed.steps == whole.steps
     diff = np.abs(np.asarray(resumed.image, int) - np.asarray(whole.image, int))
     assert diff.max() <= 1
