@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import httpx
 import pytest
 from conftest import make_image, wait_until
 from PIL import Image
@@ -27,8 +28,9 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 from prefect.states import Cancelling
+from test_storage import s3_settings  # noqa: F401 - fixture: moto's S3 server
 
-from flows import jobs
+from flows import jobs, storage
 from flows.gpu import active_gpu_slots
 from flows.settings import Settings, get_settings
 from flows.storage import Storage
@@ -282,3 +284,39 @@ def test_cancel_request_stops_a_running_job_and_frees_the_gpu_slot(
     # The work done so far is kept for a resubmission.
     assert store.exists(jobs.checkpoint_path(job_id))
     assert not store.exists(jobs.result_path(job_id))
+
+
+# --- S3 --------------------------------------------------------------------------------------
+
+
+def test_a_job_on_s3_reads_and_writes_through_the_s3_api(
+    prefect_api, client, s3_settings, tmp_path, monkeypatch  # noqa: F811
+) -> None:
+    """Content from an s3:// URL, storage root on S3 (moto's S3 HTTP API on loopback)."""
+    settings = configure(
+        monkeypatch, tmp_path,
+        STYLEDROP_STORAGE="s3://styledrop-test/outputs",
+        STYLEDROP_S3_ENDPOINT_URL=s3_settings.s3_endpoint_url,
+        STYLEDROP_S3_KEY="testing",
+        STYLEDROP_S3_SECRET="testing",
+    )
+    photo = make_image(tmp_path / "photo.png", (48, 40), seed=11)
+    storage.write_bytes("s3://styledrop-test/inbox/photo.png", photo.read_bytes(), settings)
+    style = make_image(tmp_path / "style.png", (48, 48), seed=12)
+
+    state = stylize("s3://styledrop-test/inbox/photo.png", [str(style)], FAST,
+                    output="s3://styledrop-test/exports/photo.png", return_state=True)
+
+    assert state.is_completed(), state.message
+    record = state.result()
+    store = Storage(settings.storage_root, settings)
+    assert store.read_json(jobs.record_path(record["job_id"]))["status"] == "completed"
+    result = Image.open(io.BytesIO(store.read_bytes(jobs.result_path(record["job_id"]))))
+    assert result.size == (48, 40)
+    assert storage.exists("s3://styledrop-test/exports/photo.png.json", settings)
+    # The preview artifact is a presigned URL that a browser (here: httpx) can open.
+    (preview,) = artifacts_of(client, state.state_details.flow_run_id)["image"]
+    assert preview.data.startswith(s3_settings.s3_endpoint_url)
+    response = httpx.get(preview.data, timeout=10)
+    assert response.status_code == 200
+    assert Image.open(io.BytesIO(response.content)).format == "JPEG"
