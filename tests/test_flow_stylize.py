@@ -230,6 +230,31 @@ def test_bad_input_fails_at_once_with_its_reason(
     assert link["status"] == "rejected" and reason in link["error"]
 
 
+def test_an_engine_failure_fails_the_run_and_marks_its_record(
+    prefect_api, client, tmp_path, monkeypatch
+) -> None:
+    """Pretrained weights asked for but not there: a configuration error, not retried."""
+    settings = configure(
+        monkeypatch, tmp_path,
+        STYLEDROP_BACKBONE="vgg19", STYLEDROP_WEIGHTS=str(tmp_path / "missing-vgg19.pth"),
+    )
+    content = make_image(tmp_path / "photo.png", (48, 40), seed=13)
+    style = make_image(tmp_path / "style.png", (48, 48), seed=14)
+
+    state = stylize(str(content), [str(style)], FAST, return_state=True)
+
+    assert state.is_failed()
+    assert "BackboneError" in state.message and "missing-vgg19.pth" in state.message
+    run_id = state.state_details.flow_run_id
+    (engine_run,) = task_runs_of(client, run_id)["stylize image"]
+    assert engine_run.run_count == 1
+    store = Storage(settings.storage_root, settings)
+    job_id = store.read_json(jobs.run_link_path(str(run_id)))["job_id"]
+    record = store.read_json(jobs.record_path(job_id))
+    assert record["status"] == "failed" and "missing-vgg19.pth" in record["error"]
+    assert active_gpu_slots(settings) == 0
+
+
 # --- cancel ----------------------------------------------------------------------------------
 
 
