@@ -8,6 +8,7 @@ so a deployment served later in the session (the e2e test) does not pick them up
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -183,3 +184,72 @@ def test_submit_stores_the_upload_and_creates_a_run(dash_env, deployment_id, cli
         assert content.read_bytes() == buf.getvalue()
     finally:
         client.set_flow_run_state(run.id, State(type=StateType.CANCELLED), force=True)
+
+
+def test_cancel_of_a_running_run_asks_it_to_stop(dash_env, make_run, client):
+    running = make_run(state=State(type=StateType.RUNNING, name="Running"))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["run"] = str(running.id)
+    at.run()
+    at.button(key="cancel").click().run()
+    assert "now Cancelling" in texts(at.success)
+    # Cancelling, not Cancelled: the runner serving it does the stopping.
+    assert client.read_flow_run(running.id).state.type == StateType.CANCELLING
+
+
+def test_run_page_of_a_finished_job_shows_result_and_downloads(dash_env, make_run):
+    done = make_run(state=State(type=StateType.COMPLETED, name="Completed"))
+    job_id = "0123456789abcdef"
+    folder = dash_env / "_jobs" / job_id
+    folder.mkdir(parents=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(buf, "PNG")
+    (folder / "result.png").write_bytes(buf.getvalue())
+    record = {"job_id": job_id, "status": "completed", "backbone": "vgg19-imagenet", "steps": 6}
+    (folder / "record.json").write_text(json.dumps(record))
+    (dash_env / "_runs").mkdir()
+    (dash_env / "_runs" / f"{done.id}.json").write_text(
+        json.dumps({"job_id": job_id, "record": f"_jobs/{job_id}/record.json"})
+    )
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["run"] = str(done.id)
+    at.run()
+    assert not at.exception and not at.error
+    [bar] = at.get("progress")
+    assert (bar.proto.value, bar.proto.text) == (100, "100%")
+    downloads = {b.key: b for b in at.download_button}
+    assert set(downloads) == {"download_result", "download_record"}
+    assert not [b for b in at.button if b.key == "cancel"]
+    assert [i.proto.imgs[0].caption for i in at.image] == ["Result"]
+
+
+def test_submit_with_the_api_down_keeps_the_upload_and_says_why(dash_env, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.switch_page("screens/submit.py").run()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 40), (1, 2, 3)).save(buf, "PNG")
+    at.file_uploader(key="content").set_value(("photo.png", buf.getvalue(), "image/png"))
+    at.run()
+    at.checkbox(key="style_mosaic").check().run()
+    at.button(key="submit").click().run()
+    assert not at.exception
+    assert "Could not start the run: Cannot reach the Prefect API" in texts(at.error)
+    assert at.file_uploader(key="content").value is not None  # nothing lost; try again later
+
+
+def test_submit_with_unwritable_storage_says_why(dash_env, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the storage folder should be")
+    monkeypatch.setenv("STYLEDROP_STORAGE", str(blocker / "outputs"))
+    get_settings.cache_clear()
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.switch_page("screens/submit.py").run()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 40), (1, 2, 3)).save(buf, "PNG")
+    at.file_uploader(key="content").set_value(("photo.png", buf.getvalue(), "image/png"))
+    at.run()
+    at.checkbox(key="style_mosaic").check().run()
+    at.button(key="submit").click().run()
+    assert not at.exception
+    assert "Could not store the photo: Could not save the upload" in texts(at.error)

@@ -1,0 +1,176 @@
+"""The dashboard's plain-Python parts: wording and rows (views), upload checks, the API
+client's error sentences, and the flags `styledrop dashboard` gives Streamlit."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from conftest import free_port
+from PIL import Image
+
+from dashboard import views
+from dashboard.api import APIError, PrefectAPI, Run
+from dashboard.uploads import UploadRejected, check_upload
+from flows.commands.dashboard import child_env, streamlit_command
+
+
+def run(state_type="RUNNING", state_name="Running", message="", **kw) -> Run:
+    return Run(
+        id=kw.pop("id", "r1"),
+        name="brave-fox",
+        state_type=state_type,
+        state_name=state_name,
+        state_message=message,
+        **kw,
+    )
+
+
+# --- views -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(None, ""), (0.4, "0s"), (59.6, "1m 00s"), (61, "1m 01s"), (3725, "1h 02m")],
+)
+def test_format_duration(seconds, shown):
+    assert views.format_duration(seconds) == shown
+
+
+def test_style_names_shortens_paths_and_shows_blend():
+    params = {
+        "styles": ["mosaic", "/data/outputs/_uploads/ab12.png"],
+        "options": {"style_blend": [1.0, 0.5]},
+    }
+    assert views.style_names(params) == "mosaic ×1, ab12 ×0.5"
+    assert views.style_names({}) == "(default)"
+
+
+def test_run_rows_progress_and_duration():
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    runs = [
+        run(id="a", start_time=start, estimated_run_time=75, parameters={"options": {"size": 64}}),
+        run(
+            id="b",
+            state_type="COMPLETED",
+            state_name="Completed",
+            start_time=start,
+            end_time=start + timedelta(seconds=9),
+        ),
+    ]
+    rows = views.run_rows(runs, {"a": 37.5}, {"a": "http://files/_jobs/x/preview.jpg"})
+    assert [r["progress"] for r in rows] == [37.5, 100.0]  # completed: 100 without an artifact
+    assert rows[0]["duration"] == "1m 15s" and rows[1]["duration"] == "9s"
+    assert rows[0]["size"] == "64px" and rows[1]["size"] == "default"
+    assert rows[0]["preview"].endswith("preview.jpg") and rows[1]["preview"] is None
+
+
+def test_failure_message_in_plain_words():
+    assert views.failure_message(run()) is None
+    assert views.failure_message(run("FAILED", "Failed", "content too small")) == (
+        "The run failed: content too small"
+    )
+    crashed = views.failure_message(run("CRASHED", "Crashed", "process exited -9"))
+    assert crashed.startswith("The run crashed") and "process exited -9" in crashed
+    assert "no reason" in views.failure_message(run("FAILED", "Failed", ""))
+
+
+def test_state_filters_and_prefect_link():
+    assert views.state_types_for([]) is None
+    assert views.state_types_for(["Failed", "Waiting"]) == [
+        "FAILED",
+        "CRASHED",
+        "SCHEDULED",
+        "PENDING",
+        "PAUSED",
+    ]
+    assert views.prefect_run_url("http://h:4200/", "abc") == "http://h:4200/runs/flow-run/abc"
+
+
+@pytest.mark.parametrize(
+    ("setting", "latest", "shown"),
+    [
+        ("random", None, True),
+        ("auto", "random(seed=0)", True),
+        ("auto", "vgg19-imagenet", False),
+        ("vgg19", None, False),
+    ],
+)
+def test_random_backbone_banner_decision(setting, latest, shown):
+    assert views.uses_random_backbone(setting, latest) is shown
+
+
+# --- uploads -----------------------------------------------------------------------------------
+
+
+def encoded(fmt: str, size=(50, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (9, 99, 199)).save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "ext"),
+    [("a.png", "PNG", "png"), ("b.JPEG", "JPEG", "jpg"), ("c.webp", "WEBP", "webp")],
+)
+def test_accepts_png_jpeg_webp(name, fmt, ext):
+    checked = check_upload(name, encoded(fmt), max_mb=1, max_pixels=10_000)
+    assert (checked.ext, checked.width, checked.height) == (ext, 50, 40)
+
+
+def test_refuses_too_many_pixels_before_decoding():
+    with pytest.raises(UploadRejected, match="pixels"):
+        check_upload("big.png", encoded("PNG", (200, 200)), max_mb=1, max_pixels=10_000)
+
+
+def test_refuses_a_truncated_file():
+    data = encoded("PNG", (60, 60))
+    with pytest.raises(UploadRejected, match="could not be read as an image"):
+        check_upload("cut.png", data[: len(data) // 2], max_mb=1, max_pixels=10_000)
+
+
+# --- the API client's errors -------------------------------------------------------------------
+
+
+def test_closed_port_is_a_sentence():
+    api = PrefectAPI(f"http://127.0.0.1:{free_port()}/api")
+    with pytest.raises(APIError, match="Cannot reach the Prefect API at http://127.0.0.1:"):
+        api.runs()
+
+
+def test_missing_deployment_says_how_to_start_it():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "Deployment not found"})
+
+    api = PrefectAPI("http://prefect.test/api", transport=httpx.MockTransport(handler))
+    with pytest.raises(APIError, match="styledrop serve"):
+        api.create_run({"content": "x"})
+
+
+def test_rejected_cancel_is_reported():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={"status": "ABORT", "details": {"reason": "run is already finished"}}
+        )
+
+    api = PrefectAPI("http://prefect.test/api", transport=httpx.MockTransport(handler))
+    with pytest.raises(APIError, match="run is already finished"):
+        api.cancel(run())
+    with pytest.raises(APIError, match="nothing to cancel"):
+        api.cancel(run("COMPLETED", "Completed"))
+
+
+# --- styledrop dashboard --------------------------------------------------------------------
+
+
+def test_streamlit_is_started_without_telemetry_and_with_the_upload_limit():
+    cmd = streamlit_command("127.0.0.1", 8601, 7)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
+    assert "--browser.gatherUsageStats=false" in cmd
+    assert "--server.maxUploadSize=7" in cmd
+    assert "--server.port=8601" in cmd and "--server.address=127.0.0.1" in cmd
+    env = child_env()
+    assert env["DO_NOT_TRACK"] == "1"
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
