@@ -5,6 +5,7 @@ No Streamlit here, so the wording and the table rows are testable without a page
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
@@ -94,10 +95,20 @@ def run_rows(
     ]
 
 
+# Prefect words a failed flow's state as "Flow run encountered an exception: JobRejected: <why>";
+# the person reading the page needs only <why>.
+_PREFECT_PREFIX = re.compile(r"^(?:Flow|Task) run encountered an exception:?\s*")
+_EXCEPTION_NAME = re.compile(r"^(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception|Rejected|Interrupt): ")
+
+
+def plain_reason(message: str) -> str:
+    return _EXCEPTION_NAME.sub("", _PREFECT_PREFIX.sub("", message.strip()), count=1)
+
+
 def failure_message(run: Run) -> str | None:
     """The reason a run did not finish, in words, or None if it did not fail."""
     if run.state_type in ("FAILED", "CRASHED"):
-        message = run.state_message.strip() or "Prefect recorded no reason."
+        message = plain_reason(run.state_message) or "Prefect recorded no reason."
         if run.state_type == "CRASHED":
             return f"The run crashed (the process running it died or lost contact): {message}"
         return f"The run failed: {message}"

@@ -75,6 +75,16 @@ def test_failure_message_in_plain_words():
     crashed = views.failure_message(run("CRASHED", "Crashed", "process exited -9"))
     assert crashed.startswith("The run crashed") and "process exited -9" in crashed
     assert "no reason" in views.failure_message(run("FAILED", "Failed", ""))
+    prefect_words = (
+        "Flow run encountered an exception: JobRejected: content image /x.png is 20x20 pixels"
+    )
+    assert views.failure_message(run("FAILED", "Failed", prefect_words)) == (
+        "The run failed: content image /x.png is 20x20 pixels"
+    )
+    qualified = "Flow run encountered an exception: engine.backbone.BackboneError: no weights"
+    assert views.failure_message(run("FAILED", "Failed", qualified)) == (
+        "The run failed: no weights"
+    )
 
 
 def test_state_filters_and_prefect_link():
