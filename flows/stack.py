@@ -39,6 +39,8 @@ class ChildSpec:
     cwd: Path | None = None
     # First signal: the one the program documents for a clean stop.
     stop_signal: int = signal.SIGTERM
+    # Without a probe: seconds it must stay alive to count as started (catches a bad flag).
+    settle_s: float = 2.0
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Child:
     # Every descendant seen so far: flow-run processes leave the child's process group, so
     # they are remembered here to make sure they are gone after a stop.
     seen: set[int] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def name(self) -> str:
@@ -144,7 +147,10 @@ def wait_ready(
             child.remember_descendants()
             if not child.alive():
                 raise StartupError(child, f"exited with code {child.proc.returncode}")
-            if child.spec.ready is None or _probe(child.spec.ready):
+            if child.spec.ready is None:
+                if time.monotonic() - child.started >= child.spec.settle_s:
+                    pending.remove(child)
+            elif _probe(child.spec.ready):
                 pending.remove(child)
         if not pending:
             return

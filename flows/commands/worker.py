@@ -2,8 +2,9 @@
 GPU, each owning its GPU (see ``flows.scaleout``), all pointed at a shared Prefect server
 (PREFECT_API_URL) and shared storage (STYLEDROP_STORAGE=s3://...).
 
-At start it makes sure the pool, this machine's per-GPU concurrency limits and the lost-run
-automation exist (idempotent; ``--setup-only`` does just that, and updates the automation).
+At start it makes sure the pool, the lost-run automation and this machine's per-GPU
+concurrency limits exist (idempotent). ``--setup-only`` is the administrator's one-time step:
+the pool and the automation (created or updated to this machine's settings), then exit.
 
 Stopping (SIGTERM or Ctrl-C): the Prefect workers stop taking runs at once; running jobs get
 ``--grace`` seconds to finish. Then - or at a second signal - the workers and their flow-run
@@ -66,8 +67,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--setup-only",
         action="store_true",
-        help="create or update the pool, this machine's GPU limits and the lost-run automation, "
-        "then exit",
+        help="create the work pool if missing and create or update the lost-run automation "
+        "(STYLEDROP_LOST_RUN_AFTER_S), then exit: the one-time step for a new server",
     )
 
 
@@ -95,13 +96,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if scaleout.ensure_work_pool(args.pool):
             say(f"created work pool {args.pool!r}")
-        scaleout.ensure_slot_limits(slots, settings)
         say(scaleout.ensure_recovery_automation(settings, update=args.setup_only))
+        if args.setup_only:
+            return 0
+        # This machine's limits only when it works: an admin's --setup-only has no GPUs.
+        scaleout.ensure_slot_limits(slots, settings)
     except Exception as exc:  # noqa: BLE001 - one readable line, not a traceback
         say(f"error: cannot set up on {api}: {exc}")
         return 1
-    if args.setup_only:
-        return 0
     if not settings.storage_root.startswith(("s3://", "s3a://")):
         say(
             "note: storage is a local folder; with several machines set STYLEDROP_STORAGE to a "
