@@ -67,7 +67,9 @@ def gallery_section() -> list[str]:
     for style in styles:
         with grid.cell():
             st.image(str(style.thumbnail or style.path), width="stretch")
-            if st.checkbox(style.name, key=f"style_{style.name}", help=style.description):
+            # The picture says more than the description; a help icon would leave a phone's
+            # narrow cell too little room for the name.
+            if st.checkbox(style.name.replace("_", " "), key=f"style_{style.name}"):
                 chosen.append(style.name)
     return chosen
 
