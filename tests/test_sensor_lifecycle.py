@@ -81,6 +81,16 @@ def submitted(area: Path, rel: str) -> JobRecord | None:
     return rec if rec.flow_run_id else None
 
 
+def submitted_from(processing: Path, inbox_rel: str) -> JobRecord | None:
+    """The submitted job for a file dropped at `inbox_rel`, whatever its processing/ name."""
+    for path in processing.rglob("*.run.json"):
+        rel = path.relative_to(processing).as_posix().removesuffix(".run.json")
+        rec = submitted(processing, rel)
+        if rec and rec.inbox_rel == inbox_rel:
+            return rec
+    return None
+
+
 def read_run(run_id: str):
     from prefect import get_client
 
@@ -356,3 +366,49 @@ def test_an_unreachable_server_delays_submission_without_losing_the_file(
         assert read_run(rec.flow_run_id).parameters["content"] == str(processing / "patient.png")
     finally:
         gate.shut()
+
+
+def test_names_are_never_overwritten(tmp_path: Path, sensors) -> None:
+    """Two photos with one stem share a sidecar and an output name; a name already in
+    archive/ gets a suffix. Nothing is overwritten, nothing is lost."""
+    start(sensors, settings_for(tmp_path))
+    inbox, p = tmp_path / "inbox" / "ink", tmp_path / "processing"
+    inbox.mkdir(parents=True)
+    (inbox / "photo.json").write_text('{"size": 40}')
+    make_image(inbox / "photo.png", seed=1)
+    (inbox / "photo.jpg").write_bytes(make_image(tmp_path / "x.png", seed=2).read_bytes())
+    png = wait_until(lambda: submitted(p, "ink/photo.png"), 20, "photo.png submitted")
+    # In processing/ it is photo-1.jpg: photo.json there is photo.png's sidecar.
+    jpg = wait_until(lambda: submitted_from(p, "ink/photo.jpg"), 20, "photo.jpg submitted")
+    outputs = {read_run(r.flow_run_id).parameters["output"] for r in (png, jpg)}
+    assert outputs == {
+        str(tmp_path / "outputs/ink/photo.png"),
+        str(tmp_path / "outputs/ink/photo-1.png"),
+    }
+    for rec in (png, jpg):  # each job kept the shared sidecar's settings
+        assert read_run(rec.flow_run_id).parameters["options"] == {"size": 40}
+    assert not (inbox / "photo.json").exists()
+
+    complete(png.flow_run_id)
+    complete(jpg.flow_run_id)
+    archive = tmp_path / "archive" / "ink"
+    wait_until(lambda: len(list(archive.glob("photo*"))) == 6, 20, "both archived")
+    assert sorted(x.name for x in archive.iterdir()) == sorted(
+        [
+            "photo.png",
+            "photo.json",
+            "photo.png.run.json",
+            "photo-1.jpg",
+            "photo-1.json",
+            "photo-1.jpg.run.json",
+        ]
+    )
+
+    make_image(inbox / "photo.png", seed=3)  # the same name again, new content
+    again = wait_until(lambda: submitted(p, "ink/photo.png"), 20, "third submitted")
+    assert read_run(again.flow_run_id).parameters["output"] == str(
+        tmp_path / "outputs/ink/photo-2.png"
+    )
+    complete(again.flow_run_id)
+    wait_until((archive / "photo-1.png").exists, 20, "archived beside, not over, the first")
+    assert len(list((tmp_path / "outputs" / "ink").glob("photo*.png"))) == 3

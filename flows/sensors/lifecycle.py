@@ -155,7 +155,7 @@ class InboxSensor:
         rel = self.store.free_name(
             PROCESSING,
             inbox_rel,
-            companions=lambda r: (r + RECORD_SUFFIX, sidecar_of(r)),
+            companions=lambda r: (r + RECORD_SUFFIX, *((sidecar_of(r),) if has_sidecar else ())),
             reserved=set(self._jobs),
         )
         try:
@@ -217,7 +217,13 @@ class InboxSensor:
             record.error = f"the sidecar {record.sidecar} cannot be used: {exc}"
             self.finish(record, "failed", record.error)
             return
-        busy = {output_of(r.rel) for r in self._jobs.values()}
+        # Results of jobs in flight are not written yet: their names are taken all the same.
+        out_root = self.store.url(OUTPUTS) + "/"
+        busy = {
+            str(r.parameters["output"]).removeprefix(out_root)
+            for r in self._jobs.values()
+            if r.parameters
+        }
         out_rel = self.store.free_name(
             OUTPUTS, output_of(record.inbox_rel), lambda r: (r + ".json",), reserved=busy
         )
