@@ -62,9 +62,12 @@ def _status(run_id: str, was_final: bool) -> None:
         _cancel_button(run)
 
     job = ui.guarded(lambda: ui.store().job_for_run(run.id), "Could not read the job")
-    _picture(run, job)
+    result = None
+    if job is not None and job.finished:
+        result = ui.guarded(lambda: ui.store().read(job.result_rel), "Could not read the result")
+    _picture(run, job, result)
     if job is not None:
-        _job_details(job)
+        _job_details(job, result)
 
 
 def _cancel_button(run: Run) -> None:
@@ -74,19 +77,18 @@ def _cancel_button(run: Run) -> None:
             st.success(f"Asked Prefect to stop the run (now {state}).")
 
 
-def _picture(run: Run, job: Job | None) -> None:
+def _picture(run: Run, job: Job | None, result: bytes | None) -> None:
     """The result when there is one, else the latest preview: bytes from storage, or the
     preview URL from the image artifact when the storage has nothing (yet)."""
-    if job is not None:
-        rel, caption = (
-            (job.result_rel, "Result") if job.finished else (job.preview_rel, "Latest preview")
-        )
-        data = ui.guarded(lambda: ui.store().read(rel), "Could not read the picture")
-        if data:
-            # Natural size (capped at the page width): an upscaled 64 px result would look
-            # like a blurry big one.
-            st.image(data, caption=caption, width="content")
-            return
+    data, caption = result, "Result"
+    if data is None and job is not None:
+        caption = "Latest preview"
+        data = ui.guarded(lambda: ui.store().read(job.preview_rel), "Could not read the preview")
+    if data:
+        # Natural size (capped at the page width): an upscaled 64 px result would look like a
+        # blurry big one.
+        st.image(data, caption=caption, width="content")
+        return
     previews = ui.guarded(lambda: ui.api().previews([run.id]), "Could not read the preview") or {}
     if run.id in previews:
         st.image(previews[run.id], caption="Latest preview", width="content")
@@ -94,9 +96,8 @@ def _picture(run: Run, job: Job | None) -> None:
         st.caption("No preview yet: the first one appears after a few steps.")
 
 
-def _job_details(job: Job) -> None:
+def _job_details(job: Job, result: bytes | None) -> None:
     if job.finished:
-        result = ui.guarded(lambda: ui.store().read(job.result_rel), "Could not read the result")
         cols = st.columns(2)
         if result:
             cols[0].download_button(

@@ -253,3 +253,25 @@ def test_submit_with_unwritable_storage_says_why(dash_env, tmp_path, monkeypatch
     at.button(key="submit").click().run()
     assert not at.exception
     assert "Could not store the photo: Could not save the upload" in texts(at.error)
+
+
+def test_run_page_of_a_running_job_shows_the_latest_preview(dash_env, make_run):
+    running = make_run(state=State(type=StateType.RUNNING, name="Running"), progress=60)
+    job_id = "fedcba9876543210"
+    folder = dash_env / "_jobs" / job_id
+    folder.mkdir(parents=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, "JPEG")
+    (folder / "preview.jpg").write_bytes(buf.getvalue())
+    (folder / "record.json").write_text(json.dumps({"job_id": job_id, "status": "running"}))
+    (dash_env / "_runs").mkdir()
+    (dash_env / "_runs" / f"{running.id}.json").write_text(json.dumps({"job_id": job_id}))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["run"] = str(running.id)
+    at.run()
+    assert not at.exception and not at.error
+    [bar] = at.get("progress")
+    assert (bar.proto.value, bar.proto.text) == (60, "60%")
+    assert [i.proto.imgs[0].caption for i in at.image] == ["Latest preview"]
+    assert not at.download_button  # nothing to download yet
+    assert at.button(key="cancel")
