@@ -109,7 +109,8 @@ def s3_settings() -> Iterator[Settings]:
         s3_endpoint_url=f"http://127.0.0.1:{port}", s3_key="testing", s3_secret="testing"
     )
     fs, _ = storage.filesystem("s3://styledrop-test", settings)
-    fs.mkdir("styledrop-test")
+    # moto keeps one in-memory S3 per process: another module's server may have made it.
+    fs.makedirs("styledrop-test", exist_ok=True)
     try:
         yield settings
     finally:
