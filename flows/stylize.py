@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
 from flows.gpu import gpu_slot
-from flows.jobs import CANCELLED, JobRejected
+from flows.jobs import CANCELLED, Job, JobRejected
 from flows.settings import get_settings
 from flows.tasks.records import (
     end_record,
@@ -87,7 +87,7 @@ def stylize(
     return record
 
 
-def reuse_and_summarise(job: Any, done: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+def reuse_and_summarise(job: Job, done: dict[str, Any], run_id: str | None) -> dict[str, Any]:
     record = reuse_result(job, done, run_id)
     publish_summary(record)
     return record
