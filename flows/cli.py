@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("flows.commands.serve", "serve the stylize deployment from this process"),
     "watch": ("flows.commands.watch", "watch the inbox folder (or an S3 bucket) and submit jobs"),
     "dashboard": ("flows.commands.dashboard", "run the Streamlit dashboard and the file route"),
-    "up": ("flows.commands.up", "start the whole local stack: server, deployment, sensor, dashboard"),
+    "up": ("flows.commands.up", "start the local stack: server, deployment, sensor, dashboard"),
     "worker": ("flows.commands.worker", "run a Prefect work-pool worker for one GPU machine"),
 }
 

@@ -35,12 +35,16 @@ class Settings(BaseSettings):
         description="The style gallery folder (default: styles/ of this checkout, wherever the "
         "command is run from).",
     )
-    default_style: str = Field("mosaic", description="Gallery style for files dropped directly in inbox/.")
+    default_style: str = Field(
+        "mosaic", description="Gallery style for files dropped directly in inbox/."
+    )
 
     # --- S3 (any S3-compatible endpoint) ------------------------------------------------
     s3_endpoint_url: str = Field("", description="S3 endpoint URL; empty means AWS itself.")
     s3_bucket: str = Field("", description="Bucket watched by `styledrop watch --s3`.")
-    s3_prefix: str = Field("", description="Key prefix inside the bucket (inbox/, outputs/... below it).")
+    s3_prefix: str = Field(
+        "", description="Key prefix inside the bucket (inbox/, outputs/... below it)."
+    )
     s3_key: str = Field("", description="Access key id; empty: the standard AWS credential chain.")
     s3_secret: str = Field("", description="Secret access key; empty: the standard AWS chain.")
 
@@ -52,7 +56,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "mps", "cpu"] = Field("auto", description="Compute device.")
 
     # --- flow behaviour -----------------------------------------------------------------
-    gpu_slots: int = Field(1, ge=1, description="Jobs that may run at once per GPU concurrency limit.")
+    gpu_slots: int = Field(
+        1, ge=1, description="Jobs that may run at once per GPU concurrency limit."
+    )
     progress_interval_s: float = Field(2.0, gt=0, description="Seconds between progress updates.")
     preview_every: int = Field(50, ge=1, description="Steps between preview images.")
     checkpoint_interval_s: float = Field(

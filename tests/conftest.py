@@ -3,6 +3,7 @@ need one (started once per session, only when a test asks for it)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -48,7 +49,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_image(path: Path, size: tuple[int, int] = (48, 40), seed: int = 0, mode: str = "RGB") -> Path:
+def make_image(
+    path: Path, size: tuple[int, int] = (48, 40), seed: int = 0, mode: str = "RGB"
+) -> Path:
     """A small image with structure (gradients + blocks) so content/style losses mean something."""
     import numpy as np
     from PIL import Image
@@ -104,7 +107,8 @@ def start_prefect_server(home: Path) -> PrefectServer:
     env.pop("PREFECT_API_URL", None)
     log = home / "server.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "prefect", "server", "start"]
+        + ["--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -130,10 +134,8 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout)
     except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(5)
 
 
