@@ -41,6 +41,8 @@ class ChildSpec:
     stop_signal: int = signal.SIGTERM
     # Without a probe: seconds it must stay alive to count as started (catches a bad flag).
     settle_s: float = 2.0
+    # Sent to it by the kernel if the supervisor dies, however it dies (Linux).
+    parent_death_signal: int = signal.SIGTERM
 
 
 @dataclass
@@ -116,18 +118,18 @@ def _popen(spec: ChildSpec, out: BinaryIO | None) -> subprocess.Popen[bytes]:
         stdout=out,
         stderr=subprocess.STDOUT if out else None,
         start_new_session=True,  # its own process group; see the module docstring
-        preexec_fn=_die_with_parent,
+        preexec_fn=lambda: _die_with_parent(spec.parent_death_signal),
     )
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): get SIGTERM when the supervisor dies, even by
-    SIGKILL, so no child outlives it holding a port."""
+def _die_with_parent(sig: int) -> None:
+    """In the child before exec (Linux): get ``sig`` when the supervisor dies, even by
+    SIGKILL, so no child outlives it holding a port or a GPU."""
     with contextlib.suppress(Exception):
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, sig)
 
 
 def wait_ready(
@@ -171,7 +173,7 @@ def stop_children(children: list[Child], timeout: float) -> list[str]:
     each process group, then SIGKILL. Returns one line per child saying how it ended."""
     for child in children:
         child.remember_descendants()
-        _signal_pid(child.pid, child.spec.stop_signal)
+        signal_pid(child.pid, child.spec.stop_signal)
     _wait_exit(children, timeout / 2)
     for child in children:
         if child.alive():
@@ -184,7 +186,7 @@ def stop_children(children: list[Child], timeout: float) -> list[str]:
         # Descendants that moved to sessions of their own (flow runs) and outlived the stop.
         leftovers = [pid for pid in child.seen if pid_alive(pid)]
         for pid in leftovers:
-            _signal_pid(pid, signal.SIGKILL)
+            signal_pid(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.proc.wait(5)
         how = f"killed after {timeout:.0f} s" if forced else f"exit {child.proc.returncode}"
@@ -202,7 +204,7 @@ def kill_now(children: list[Child]) -> None:
         _signal_group(child.pid, signal.SIGKILL)
     for child in children:
         for pid in child.seen:
-            _signal_pid(pid, signal.SIGKILL)
+            signal_pid(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.proc.wait(5)
 
@@ -213,7 +215,7 @@ def _wait_exit(children: list[Child], seconds: float) -> None:
         time.sleep(0.1)
 
 
-def _signal_pid(pid: int, sig: int) -> None:
+def signal_pid(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
 

@@ -168,11 +168,11 @@ def preflight(settings: Settings, layout: Layout, lock: stack.StackLock) -> str 
     """Why `up` must not start, or None. Takes the lock when it may."""
     holder = lock.acquire()
     if holder is not None:
-        who = f"pid {holder}" if holder else "another process"
+        who = f"pid {holder}" if holder else "pid unknown"
+        how = f"Ctrl-C in its terminal, or `kill {holder}`" if holder else "Ctrl-C in its terminal"
         return (
             f"another `styledrop up` ({who}) is running with this data folder "
-            f"({layout.data_dir}). Stop it first (Ctrl-C in its terminal, or kill {holder or ''}"
-            ".) or use another STYLEDROP_DATA_DIR."
+            f"({layout.data_dir}). Stop it first ({how}), or use another STYLEDROP_DATA_DIR."
         )
     ports = {
         "STYLEDROP_PREFECT_PORT": settings.prefect_port,
@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         layout.prefect_home.mkdir(parents=True, exist_ok=True)
         say(describe_backbone(settings))
-        say(f"data: {layout.data_dir}  (logs: {layout.logs})")
+        say(f"data: {layout.data_dir}  (logs: {layout.logs}; Prefect: {layout.prefect_home})")
         server, others = plan(settings, layout)
         say("starting the Prefect server...")
         start_all([server], layout, children, stop, args.timeout)

@@ -6,11 +6,12 @@ At start it makes sure the pool, the lost-run automation and this machine's per-
 concurrency limits exist (idempotent). ``--setup-only`` is the administrator's one-time step:
 the pool and the automation (created or updated to this machine's settings), then exit.
 
-Stopping (SIGTERM or Ctrl-C): the Prefect workers stop taking runs at once; running jobs get
-``--grace`` seconds to finish. Then - or at a second signal - the workers and their flow-run
-processes are stopped and the unfinished runs handed back to the pool (AwaitingRetry), where
-another worker resumes them from their checkpoints. A machine that dies without any of this is
-covered by the lost-run automation, only later (STYLEDROP_LOST_RUN_AFTER_S).
+Stopping (SIGTERM or Ctrl-C): the Prefect workers stop taking runs at once (they are frozen,
+see ``drain``); running jobs get ``--grace`` seconds to finish. Then - or at a second signal -
+the workers and their flow-run processes are stopped and the unfinished runs handed back to the
+pool (AwaitingRetry), where another worker resumes them from their checkpoints. A machine that
+dies without any of this is covered by the lost-run automation, only later
+(STYLEDROP_LOST_RUN_AFTER_S).
 
 Decision: a Prefect worker that dies on its own stops the whole command (exit 1), like `up`;
 the service manager running `styledrop worker` restarts it.
@@ -152,8 +153,8 @@ def supervise(args: argparse.Namespace, settings: Settings, slots: list[WorkerSl
             slot.worker_name,
             scaleout.worker_command(sys.executable, args.pool, slot),
             env,
-            # Prefect's worker: the first SIGINT stops polling and waits for its runs.
-            stop_signal=signal.SIGINT,
+            # We may have frozen it (see drain): only SIGKILL ends a stopped process.
+            parent_death_signal=signal.SIGKILL,
         )
         children.append(stack.start_child(spec, log_dir=None))
         device = "CPU" if slot.gpu == scaleout.CPU else f"GPU {slot.gpu}"
@@ -179,31 +180,38 @@ def supervise(args: argparse.Namespace, settings: Settings, slots: list[WorkerSl
 
 
 def drain(children: list[stack.Child], grace: float, stop_requests: list[int]) -> None:
-    """First signal to each Prefect worker (stop polling, let runs finish); wait for them to
-    exit, for ``grace`` seconds, or for a second signal."""
+    """Stop the Prefect workers taking runs, and give the runs they started ``grace`` seconds
+    (or until a second signal) to finish.
+
+    Not with the worker's own SIGINT: a Prefect process worker then exits within a second and
+    kills its flow-run processes, leaving their runs Running. Frozen with SIGSTOP it polls no
+    more, while its runs - processes in sessions of their own - carry on and report their own
+    end to the server.
+    """
     asked = len(stop_requests)
     for child in children:
         child.remember_descendants()
-        if child.alive():
-            os.kill(child.pid, child.spec.stop_signal)
+        stack.signal_pid(child.pid, signal.SIGSTOP)
     deadline = time.monotonic() + grace
-    while any(c.alive() for c in children) and time.monotonic() < deadline:
+    while runs_alive(children) and time.monotonic() < deadline:
         if len(stop_requests) > asked:
             return
-        for child in children:
-            child.remember_descendants()
         time.sleep(0.2)
 
 
-def stop_workers(children: list[stack.Child], pool: str, names: set[str]) -> int:
-    """Kill what is left (workers first, so none reports its runs Crashed), then hand the
-    runs they held back to the pool. Returns how many were handed back."""
-    from flows import scaleout
-
+def runs_alive(children: list[stack.Child]) -> bool:
+    """Is any process a Prefect worker started (a flow run) still running?"""
     for child in children:
         child.remember_descendants()
-    if not any(c.alive() or any(stack.pid_alive(p) for p in c.seen) for c in children):
-        return 0  # every worker drained: nothing of theirs is left running
+    return any(stack.pid_alive(p) for c in children for p in c.seen)
+
+
+def stop_workers(children: list[stack.Child], pool: str, names: set[str]) -> int:
+    """Kill what is left (workers first, so none reports its runs Crashed; SIGKILL also ends
+    a stopped process), then hand the runs they held and did not finish back to the pool.
+    Returns how many were handed back."""
+    from flows import scaleout
+
     stack.kill_now(children)
     try:
         runs = scaleout.runs_held_by(pool, names)
