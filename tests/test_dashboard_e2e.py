@@ -308,15 +308,26 @@ def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, 
     idle(d)
     screenshot(d, artifacts_dir / "05-runs.png")
     screenshot(d, artifacts_dir / "05-runs-390px.png", width=390)
-    # Selecting its row (the grid is a canvas: click where the first row's checkbox is drawn)
-    # opens the run's page.
+    # Selecting its row opens the run's page. The grid is a canvas: click where the first row's
+    # checkbox is drawn (the newest run is first). A click that lands while the table is redrawn
+    # (it refreshes every second) could be lost, so it is tried up to three times.
     from selenium.webdriver.common.action_chains import ActionChains
 
-    grid = find(d, '[data-testid="stDataFrame"]')
-    ActionChains(d).move_to_element_with_offset(
-        grid, -grid.size["width"] // 2 + 17, -grid.size["height"] // 2 + 36 + 28
-    ).click().perform()
-    wait_until(lambda: f"run={run_id}" in d.current_url, 30, "the run page from the table")
+    for _ in range(3):
+        grid = find(d, '[data-testid="stDataFrame"]')
+        # With a scrollbar in the grid, clicks near the bottom of the window are lost:
+        # bring it to the top first.
+        d.execute_script("arguments[0].scrollIntoView({block: 'start'})", grid)
+        time.sleep(0.5)
+        ActionChains(d).move_to_element_with_offset(
+            grid, -grid.size["width"] // 2 + 17, -grid.size["height"] // 2 + 36 + 28
+        ).click().perform()
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: f"run={run_id}" in d.current_url, 10, "the run page")
+            break
+    else:
+        screenshot(d, artifacts_dir / "05-row-click-failed.png")
+        raise AssertionError("selecting the run's row in the table did not open its page")
     find(d, ".st-key-download_result button", 60, "the run page's download")
     previews = list(stack.storage.glob("_jobs/*/preview.jpg"))
     if previews:

@@ -33,6 +33,7 @@ def runs_table(state_types: list[str] | None) -> None:
         rows,
         key=key,
         hide_index=True,
+        placeholder="",  # no preview yet: an empty cell, not "None"
         on_select="rerun",
         selection_mode="single-row",
         column_order=["preview", "state", "progress", "style", "size", "started", "duration"],
