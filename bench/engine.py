@@ -216,6 +216,13 @@ def quality_check(size: int, device: str) -> None:
     )
 
 
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -245,6 +252,7 @@ def main() -> int:
     job_sizes = [1024] if dev.type == "cuda" else [128, 256]
     print(f"device: {describe(dev)}; cpu: {cpu_model()}; threads: {torch.get_num_threads()}")
     print(f"torch {torch.__version__}; engine precision: {pick_precision(dev).label}")
+    print(f"load average at start: {load_average()}  (2 cores shared: read the ratios first)")
 
     cnn = build_features().to(dev)
     init_random(cnn)
@@ -282,6 +290,7 @@ def main() -> int:
             print(f"| {size} px | {wall:.1f} | {steps} | {stopped} |")
     if args.quality:
         quality_check(128, device)
+    print(f"\nload average at the end: {load_average()}")
     return 0
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,29 +12,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine import targets
-from engine.backbone import BackboneMode, VGGFeatures, load_backbone
+from engine.backbone import BackboneMode, load_backbone
 from engine.device import (
     Precision,
-    autocast,
     check_fits,
     configure_backends,
     describe,
     pick_device,
     pick_precision,
 )
-from engine.losses import (
-    CONTENT_LAYERS,
-    STYLE_LAYERS,
-    LossWeights,
-    StyleTarget,
-    blend_targets,
-    total_loss,
-)
+from engine.objective import Objective, ScaleTargets
 from engine.params import STOP, Progress, ProgressCallback, StyleParams, StyleResult
 from engine.schedule import Scale, plan
 from engine.state import EMA, RunState, parse
-from engine.tensors import gray_like, resize, rgb_to_yiq, size_for, to_image, to_tensor, yiq_to_rgb
+from engine.tensors import resize, size_for, to_image
 from engine.versions import versions
 
 ADAM_LR = 0.02  # per step, in 0..1 pixel units
@@ -45,16 +35,6 @@ LBFGS_HISTORY = 20
 # CONVERGE_WINDOW steps to the next; checked before each step so a resumed run decides the same.
 CONVERGE_WINDOW = 25
 CONVERGE_TOL = 1e-3
-
-
-@dataclass
-class _ScaleSetup:
-    """What one scale optimises against: fixed for all its steps."""
-
-    content: torch.Tensor  # 1×3×h×w
-    content_target: dict[str, torch.Tensor]
-    style_target: StyleTarget
-    chroma: torch.Tensor | None  # 1×2×h×w content I/Q when preserving colours
 
 
 def _inputs_id(content: Image.Image, styles: Sequence[Image.Image]) -> str:
@@ -75,118 +55,14 @@ def _converged(losses: list[float]) -> bool:
     return prev - recent < CONVERGE_TOL * max(abs(prev), 1e-12)
 
 
-class _Run:
-    def __init__(
-        self,
-        content: Image.Image,
-        styles: Sequence[Image.Image],
-        params: StyleParams,
-        model: VGGFeatures,
-        backbone_key: str,
-        device: torch.device,
-        precision: Precision,
-    ) -> None:
-        self.content = content
-        self.styles = styles
-        self.params = params
-        self.model = model
-        self.backbone_key = backbone_key
-        self.device = device
-        self.precision = precision
-        self.weights = LossWeights.from_strengths(
-            params.content_weight, params.style_weight, params.tv_weight
+def _make_optimizer(kind: str, x: torch.Tensor) -> torch.optim.Optimizer:
+    if kind == "lbfgs":
+        # One iteration per step() so that steps, progress and checkpoints line up with
+        # Adam's; the history carries over between calls in the optimizer's state.
+        return torch.optim.LBFGS(
+            [x], lr=1.0, max_iter=1, history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe"
         )
-        self.blend = params.style_blend or [1.0] * len(styles)
-        self.layers = sorted(set(CONTENT_LAYERS + STYLE_LAYERS))
-
-    # --- per-scale setup ----------------------------------------------------------------------
-
-    def setup(self, scale: Scale) -> _ScaleSetup:
-        size = (scale.width, scale.height)
-        content = to_tensor(resize(self.content, size), self.device)
-        with torch.no_grad(), autocast(self.device, self.precision):
-            feats = self.model(self._layout(content), CONTENT_LAYERS)
-        content_target = {k: v.float() for k, v in feats.items()}
-        style_edge = max(16, round(scale.long_edge * self.params.style_scale))
-        per_style = []
-        for style in self.styles:
-            s = to_tensor(resize(style, size_for(*style.size, style_edge)), self.device)
-            if self.params.preserve_colors:
-                s = gray_like(s, content)
-            per_style.append(
-                targets.style_target(
-                    self.model, self.backbone_key, s, self.params.style_stat, self.precision
-                )
-            )
-        style_target = per_style[0] if len(per_style) == 1 else blend_targets(per_style, self.blend)
-        chroma = rgb_to_yiq(content)[:, 1:] if self.params.preserve_colors else None
-        return _ScaleSetup(content, content_target, style_target, chroma)
-
-    def initial(self, setup: _ScaleSetup) -> torch.Tensor:
-        """The first scale's starting image, in optimisation space."""
-        if self.params.init == "random":
-            gen = torch.Generator().manual_seed(self.params.seed)
-            channels = 1 if setup.chroma is not None else 3
-            shape = (1, channels, *setup.content.shape[-2:])
-            return torch.rand(shape, generator=gen).to(self.device)
-        if setup.chroma is not None:
-            return rgb_to_yiq(setup.content)[:, :1].clamp(0, 1)
-        return setup.content.clone()
-
-    # --- the image ----------------------------------------------------------------------------
-
-    def render(self, x: torch.Tensor, setup: _ScaleSetup) -> torch.Tensor:
-        """Optimisation space -> RGB. Preserving colours, only luminance is free."""
-        if setup.chroma is None:
-            return x
-        return yiq_to_rgb(torch.cat([x, setup.chroma], dim=1))
-
-    def _layout(self, image: torch.Tensor) -> torch.Tensor:
-        if self.precision.channels_last:
-            return image.contiguous(memory_format=torch.channels_last)
-        return image
-
-    def loss(self, x: torch.Tensor, setup: _ScaleSetup) -> torch.Tensor:
-        image = self.render(x, setup)
-        with autocast(self.device, self.precision):
-            feats = self.model(self._layout(image), self.layers)
-        return total_loss(
-            feats,
-            image,
-            setup.content_target,
-            setup.style_target,
-            self.params.style_stat,
-            self.weights,
-        )
-
-    def closure(
-        self, optimizer: torch.optim.Optimizer, x: torch.Tensor, setup: _ScaleSetup
-    ) -> Callable[[], torch.Tensor]:
-        def evaluate() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            loss = self.loss(x, setup)
-            loss.backward()
-            return loss
-
-        return evaluate
-
-    def make_optimizer(self, x: torch.Tensor) -> torch.optim.Optimizer:
-        if self.params.optimizer == "lbfgs":
-            return torch.optim.LBFGS(
-                [x], lr=1.0, max_iter=1, history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe"
-            )
-        return torch.optim.Adam([x], lr=ADAM_LR)
-
-    def current(self, x: torch.Tensor, ema: EMA) -> torch.Tensor:
-        """The run's image so far, in optimisation space.
-
-        Adam's iterates jitter around the optimum; their average is the better image.
-        L-BFGS's last iterate is its best.
-        """
-        return (ema.get() if self.params.optimizer == "adam" else x).detach()
-
-    def output(self, x: torch.Tensor, ema: EMA, setup: _ScaleSetup) -> torch.Tensor:
-        return self.render(self.current(x, ema), setup).clamp(0, 1)
+    return torch.optim.Adam([x], lr=ADAM_LR)
 
 
 def _upsample(x: torch.Tensor, scale: Scale) -> torch.Tensor:
@@ -194,10 +70,147 @@ def _upsample(x: torch.Tensor, scale: Scale) -> torch.Tensor:
     return y.clamp(0, 1)
 
 
-def _final_image(rgb: torch.Tensor, final: Scale) -> Image.Image:
-    """Always the requested size, even when a cancelled run stopped at a coarser scale."""
-    image = to_image(rgb)
-    return resize(image, (final.width, final.height))
+class _Loop:
+    """The optimisation across scales, with the state a checkpoint captures."""
+
+    def __init__(
+        self,
+        objective: Objective,
+        scales: list[Scale],
+        callback: ProgressCallback | None,
+        checkpoint_meta: tuple[StyleParams, Any, str],
+        state: RunState | None,
+    ) -> None:
+        self.objective = objective
+        self.params = objective.params
+        self.scales = scales
+        self.callback = callback
+        self.meta = checkpoint_meta  # params, inputs-id function, backbone label
+        self.resume = state
+        self.started = time.perf_counter()
+        self.prior_elapsed = state.elapsed_s if state else 0.0
+        self.step = state.step if state else 0
+        self.skipped = state.skipped_steps if state else 0
+        self.planned = sum(s.steps for s in scales)
+        self.last_loss = float("nan")
+        self.stopped = "done"
+        self.rgb: torch.Tensor | None = None
+        self.x: torch.Tensor | None = None
+
+    def elapsed(self) -> float:
+        return self.prior_elapsed + time.perf_counter() - self.started
+
+    def current(self) -> torch.Tensor:
+        """The image so far, in optimisation space: Adam's iterates jitter around the optimum
+        and their average is the better image; L-BFGS's last iterate is its best."""
+        assert self.x is not None
+        return (self.ema.get() if self.params.optimizer == "adam" else self.x).detach()
+
+    def output(self) -> torch.Tensor:
+        return self.objective.render(self.current(), self.t).clamp(0, 1)
+
+    def run(self) -> None:
+        first = self.resume.scale_index if self.resume else 0
+        for index in range(first, len(self.scales)):
+            self.enter(index)
+            self.run_scale()
+            self.rgb = self.output()
+            if self.stopped == "cancelled":
+                return
+
+    def enter(self, index: int) -> None:
+        scale = self.scales[index]
+        self.index = index
+        self.t: ScaleTargets = self.objective.targets(scale)
+        dev = self.objective.device
+        state = self.resume if self.resume and self.resume.scale_index == index else None
+        if state is not None:
+            self.x = state.image.to(dev).requires_grad_(True)
+            self.ema = EMA.from_state(state.ema, dev)
+            self.optimizer = _make_optimizer(self.params.optimizer, self.x)
+            self.optimizer.load_state_dict(state.optimizer)
+            self.losses = list(state.losses)
+            self.step_in_scale = state.step_in_scale
+            return
+        if self.x is None:
+            start = self.objective.initial(self.t)
+        else:  # coarse-to-fine: the previous scale's result, upsampled
+            start = _upsample(self.current(), scale)
+        self.x = start.detach().clone().requires_grad_(True)
+        self.ema = EMA(self.x, EMA_DECAY)
+        self.optimizer = _make_optimizer(self.params.optimizer, self.x)
+        self.losses = []
+        self.step_in_scale = 0
+
+    def run_scale(self) -> None:
+        assert self.x is not None
+        scale = self.scales[self.index]
+        closure = self.objective.closure(self.optimizer, self.x, self.t)
+        while self.step_in_scale < scale.steps:
+            if _converged(self.losses):
+                self.skipped += scale.steps - self.step_in_scale
+                if self.index == len(self.scales) - 1:
+                    self.stopped = "converged"
+                return
+            loss = self.optimizer.step(closure)
+            with torch.no_grad():
+                self.x.clamp_(0, 1)
+            self.ema.update(self.x)
+            self.last_loss = float(loss.detach())
+            self.losses.append(self.last_loss)
+            self.step_in_scale += 1
+            self.step += 1
+            if self.callback is not None and self.callback(self.progress()) is STOP:
+                self.stopped = "cancelled"
+                return
+
+    def progress(self) -> Progress:
+        # Counters are taken now; preview()/checkpoint() read the tensors when called, so
+        # they are meant to be called from within the callback.
+        counters = (self.index, self.step_in_scale, self.step, self.skipped)
+
+        def preview() -> Image.Image:
+            return to_image(self.output())
+
+        def checkpoint() -> dict[str, Any]:
+            index, step_in_scale, step, skipped = counters
+            assert self.x is not None
+            state = RunState(
+                scale_index=index,
+                step_in_scale=step_in_scale,
+                step=step,
+                image=self.x.detach(),
+                ema=self.ema.state(),
+                optimizer=self.optimizer.state_dict(),
+                losses=self.losses[-2 * CONVERGE_WINDOW :],
+                elapsed_s=self.elapsed(),
+                skipped_steps=skipped,
+            )
+            params, inputs, label = self.meta
+            return state.to_dict(params, inputs(), label)
+
+        return Progress(
+            scale=self.index,
+            n_scales=len(self.scales),
+            step=self.step,
+            total_steps=self.planned - self.skipped,
+            loss=self.last_loss,
+            elapsed_s=self.elapsed(),
+            preview=preview,
+            checkpoint=checkpoint,
+        )
+
+
+def _check_memory(
+    final: Scale,
+    styles: Sequence[Image.Image],
+    params: StyleParams,
+    device: torch.device,
+    precision: Precision,
+) -> None:
+    style_edge = round(final.long_edge * params.style_scale)
+    style_pixels = max(w * h for w, h in (size_for(*s.size, style_edge) for s in styles))
+    check_fits(final.width, final.height, device, precision, style_pixels)
 
 
 def stylize(
@@ -218,163 +231,42 @@ def stylize(
     and continues from it. Raises ParamError (bad parameters, size too big for memory, a
     checkpoint of another job) and BackboneError (`vgg19` without weights).
     """
-    started = time.perf_counter()
     styles = list(styles)
     params.validate(len(styles))
     dev = pick_device(device)
     configure_backends(dev)
     precision = pick_precision(dev)
     scales = plan(content.size, params)
-    final = scales[-1]
-    style_edge = round(final.long_edge * params.style_scale)
-    style_pixels = max(w * h for w, h in (size_for(*s.size, style_edge) for s in styles))
-    check_fits(final.width, final.height, dev, precision, style_pixels)
+    _check_memory(scales[-1], styles, params, dev, precision)
     bb = load_backbone(backbone, weights=weights, pooling=params.pooling, device=dev)
     if precision.channels_last:
         bb.model.to(memory_format=torch.channels_last)  # idempotent; the cached model is shared
     backbone_key = f"{bb.label}|{weights or ''}|{params.pooling}"
-    run = _Run(content, styles, params, bb.model, backbone_key, dev, precision)
+    objective = Objective(content, styles, params, bb.model, backbone_key, dev, precision)
 
-    inputs_id: str | None = None
+    inputs_id: list[str] = []
 
-    def inputs() -> str:
-        nonlocal inputs_id
-        if inputs_id is None:
-            inputs_id = _inputs_id(content, styles)
-        return inputs_id
+    def inputs() -> str:  # hashing megapixels is not free: only when a checkpoint needs it
+        if not inputs_id:
+            inputs_id.append(_inputs_id(content, styles))
+        return inputs_id[0]
 
     state = parse(resume, params, inputs(), bb.label) if resume is not None else None
-    resumed_from = state.step if state else 0
-    prior_elapsed = state.elapsed_s if state else 0.0
-    planned = sum(s.steps for s in scales)
-    step = state.step if state else 0
-    skipped = state.skipped_steps if state else 0
-    last_loss = float("nan")
-    stopped = "done"
-    x: torch.Tensor | None = None
-    rgb: torch.Tensor | None = None
-
-    def elapsed() -> float:
-        return prior_elapsed + time.perf_counter() - started
-
-    first_scale = state.scale_index if state else 0
-    for index in range(first_scale, len(scales)):
-        scale = scales[index]
-        setup = run.setup(scale)
-        if state is not None and index == state.scale_index:
-            x = state.image.to(dev).requires_grad_(True)
-            ema = EMA.from_state(state.ema, dev)
-            optimizer = run.make_optimizer(x)
-            optimizer.load_state_dict(state.optimizer)
-            losses = list(state.losses)
-            step_in_scale = state.step_in_scale
-        else:
-            start = run.initial(setup) if x is None else _upsample(run.current(x, ema), scale)
-            x = start.detach().clone().requires_grad_(True)
-            ema = EMA(x, EMA_DECAY)
-            optimizer = run.make_optimizer(x)
-            losses = []
-            step_in_scale = 0
-
-        closure = run.closure(optimizer, x, setup)
-        while step_in_scale < scale.steps:
-            if _converged(losses):
-                skipped += scale.steps - step_in_scale
-                if index == len(scales) - 1:
-                    stopped = "converged"
-                break
-            loss = optimizer.step(closure)
-            with torch.no_grad():
-                x.clamp_(0, 1)
-            ema.update(x)
-            last_loss = float(loss.detach())
-            losses.append(last_loss)
-            step_in_scale += 1
-            step += 1
-            if callback is None:
-                continue
-            snapshot = _snapshot(
-                run,
-                x,
-                ema,
-                setup,
-                optimizer,
-                index,
-                step_in_scale,
-                step,
-                losses,
-                elapsed,
-                skipped,
-                params,
-                inputs,
-                bb.label,
-            )
-            progress = Progress(
-                scale=index,
-                n_scales=len(scales),
-                step=step,
-                total_steps=planned - skipped,
-                loss=last_loss,
-                elapsed_s=elapsed(),
-                preview=snapshot[0],
-                checkpoint=snapshot[1],
-            )
-            if callback(progress) is STOP:
-                stopped = "cancelled"
-                break
-        rgb = run.output(x, ema, setup)
-        if stopped == "cancelled":
-            break
-
-    assert rgb is not None
+    loop = _Loop(objective, scales, callback, (params, inputs, bb.label), state)
+    loop.run()
+    assert loop.rgb is not None
+    final = scales[-1]
     return StyleResult(
-        image=_final_image(rgb, final),
+        # Always the requested size, even when a cancelled run stopped at a coarser scale.
+        image=resize(to_image(loop.rgb), (final.width, final.height)),
         params=params,
         backbone=bb.label,
         device=describe(dev),
-        steps=step,
-        total_steps=planned - skipped,
-        seconds=elapsed(),
-        final_loss=last_loss,
-        stopped=stopped,  # type: ignore[arg-type]
-        resumed_from_step=resumed_from,
+        steps=loop.step,
+        total_steps=loop.planned - loop.skipped,
+        seconds=loop.elapsed(),
+        final_loss=loop.last_loss,
+        stopped=loop.stopped,  # type: ignore[arg-type]
+        resumed_from_step=state.step if state else 0,
         versions={**versions(), "precision": precision.label},
     )
-
-
-def _snapshot(
-    run: _Run,
-    x: torch.Tensor,
-    ema: EMA,
-    setup: _ScaleSetup,
-    optimizer: torch.optim.Optimizer,
-    index: int,
-    step_in_scale: int,
-    step: int,
-    losses: list[float],
-    elapsed: Callable[[], float],
-    skipped: int,
-    params: StyleParams,
-    inputs: Callable[[], str],
-    label: str,
-) -> tuple[Callable[[], Image.Image], Callable[[], dict[str, Any]]]:
-    """Lazy preview and checkpoint of the state right now (both copy off the device)."""
-
-    def preview() -> Image.Image:
-        return to_image(run.output(x, ema, setup))
-
-    def checkpoint() -> dict[str, Any]:
-        state = RunState(
-            scale_index=index,
-            step_in_scale=step_in_scale,
-            step=step,
-            image=x.detach(),
-            ema=ema.state(),
-            optimizer=optimizer.state_dict(),
-            losses=losses[-2 * CONVERGE_WINDOW :],
-            elapsed_s=elapsed(),
-            skipped_steps=skipped,
-        )
-        return state.to_dict(params, inputs(), label)
-
-    return preview, checkpoint
