@@ -119,3 +119,30 @@ def test_a_photo_waits_for_its_sidecar_to_be_complete(watch) -> None:
         assert c.stays_empty_for(1.2)
         side.write("48}")
     assert wait_until(c.poll, 5, "the photo once its sidecar is closed") == ["photo.png"]
+
+
+def test_a_file_open_before_the_sensor_started_waits_for_its_writer(tmp_path: Path) -> None:
+    """No open event was ever seen (the writer began before the watch): /proc tells that
+    the file is still open for writing, and the close then takes it."""
+    inbox_dir = tmp_path / "inbox" / "new-folder"
+    inbox_dir.mkdir(parents=True)
+    data = make_image(tmp_path / "src.png", size=(64, 64)).read_bytes()
+    half = len(data) // 2
+    with open(inbox_dir / "early.png", "wb") as f:
+        f.write(data[:half])
+        f.flush()
+        inbox = FolderInbox(tmp_path / "inbox", settle_s=0.3, rescan_s=3600)
+        inbox.start()
+        c = Collector(inbox)
+        try:
+            assert c.stays_empty_for(1.5), "taken while its writer still had it open"
+            f.write(data[half:])
+            f.flush()
+            assert c.stays_empty_for(1.0)
+        except BaseException:
+            inbox.stop()
+            raise
+    try:
+        assert wait_until(c.poll, 5, "the file once closed") == ["new-folder/early.png"]
+    finally:
+        inbox.stop()

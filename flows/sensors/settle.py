@@ -8,6 +8,11 @@ writer pauses: only its close, or ``stuck_factor * settle_s`` without change (a 
 never got must not strand a file forever). Empty files wait that long too: a placeholder that
 a writer creates first and fills later is common, an empty photo is not.
 
+Opens can go unseen: a file created in a folder the moment the folder appears is written
+before inotify watches that folder. So before the timer alone declares a file complete, on
+Linux we also ask /proc whether some process still has it open for writing; if so it is
+treated as seen open (its close will come, the folder being watched by then).
+
 Fed by the watchdog thread, read by the sensor's worker thread: one lock around the table.
 """
 
@@ -97,6 +102,10 @@ class Settler:
                     entry.since = now
                 if self._complete(entry, now):
                     ready.append(path)
+            by_timer = [p for p in ready if not self._pending[p].closed]
+            for path in open_for_writing(by_timer):
+                self._pending[path].opens = max(1, self._pending[path].opens)
+                ready.remove(path)
             ready_set = set(ready)
             out = [
                 p
@@ -120,3 +129,40 @@ def _stat(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
+
+
+def open_for_writing(paths: Iterable[str]) -> set[str]:
+    """Those of ``paths`` that a process has open for writing, as far as /proc tells (Linux;
+    other users' processes may be hidden from us). Elsewhere: nothing is known, empty set.
+    One pass over /proc for all paths (tens of milliseconds), and only for files the timer
+    is about to take, so it runs rarely."""
+    wanted = {os.path.realpath(p): p for p in paths}
+    if not wanted or not os.path.isdir("/proc/self/fdinfo"):
+        return set()
+    found: set[str] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target in wanted and _writable(pid, fd):
+                found.add(wanted[target])
+    return found
+
+
+def _writable(pid: str, fd: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+            for line in info:
+                if line.startswith("flags:"):
+                    return bool(int(line.split()[1], 8) & (os.O_WRONLY | os.O_RDWR))
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
