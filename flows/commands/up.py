@@ -122,6 +122,7 @@ def plan(settings: Settings, layout: Layout) -> tuple[stack.ChildSpec, list[stac
         ],
         server_env,
         ready=lambda: ok(f"{api}/health"),
+        stop_signal=signal.SIGINT,  # its documented stop ("Press CTRL+C to stop")
     )
     files_local = not settings.storage_root.startswith(("s3://", "s3a://"))
     dashboard_url = f"http://{host}:{settings.dashboard_port}"

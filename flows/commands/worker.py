@@ -186,7 +186,9 @@ def drain(children: list[stack.Child], grace: float, stop_requests: list[int]) -
     Not with the worker's own SIGINT: a Prefect process worker then exits within a second and
     kills its flow-run processes, leaving their runs Running. Frozen with SIGSTOP it polls no
     more, while its runs - processes in sessions of their own - carry on and report their own
-    end to the server.
+    end to the server. (A frozen worker stops relaying its runs' console output; a run would
+    only block on that pipe after 64 KiB, far more than a job prints in a grace period, and
+    its logs still reach the Prefect API.)
     """
     asked = len(stop_requests)
     for child in children:
