@@ -123,3 +123,28 @@ def test_port_in_use_sees_a_listener_and_not_a_free_port() -> None:
         port = listener.getsockname()[1]
         assert stack.port_in_use("127.0.0.1", port) == "in use"
     assert stack.port_in_use("127.0.0.1", port) is None
+
+
+def test_children_die_with_their_supervisor_even_when_it_is_killed(tmp_path: Path) -> None:
+    supervisor = subprocess.Popen(
+        python(f"""
+            import sys, time
+            sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+            from pathlib import Path
+            from flows import stack
+            child = stack.start_child(
+                stack.ChildSpec("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"],
+                                {{}}),
+                Path({str(tmp_path)!r}),
+            )
+            print(child.pid, flush=True)
+            time.sleep(120)
+        """),
+        stdout=subprocess.PIPE,
+    )
+    assert supervisor.stdout is not None
+    child_pid = int(supervisor.stdout.readline())
+    assert stack.pid_alive(child_pid)
+    supervisor.kill()  # SIGKILL: no chance to stop anything itself
+    supervisor.wait()
+    wait_until(lambda: not stack.pid_alive(child_pid), 10, "the orphan to get its SIGTERM")

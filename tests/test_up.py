@@ -143,3 +143,35 @@ def test_up_with_a_port_taken_says_so_and_starts_nothing(tmp_path: Path) -> None
     assert not (data / ".styledrop" / "logs").exists()
     assert not (data / ".styledrop" / "up.json").exists()
     assert not (data / ".styledrop" / "prefect").exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_part_that_dies_later_stops_the_stack_with_its_log(
+    tmp_path: Path, artifacts_dir: Path
+) -> None:
+    data = tmp_path / "data"
+    log = artifacts_dir / "up.log"
+    proc = start_up(up_env(data), log, "--no-samples")
+    status_file = data / ".styledrop" / "up.json"
+    try:
+        wait_until(
+            lambda: (
+                status_file.exists()
+                or (proc.poll() is not None and pytest.fail(f"up exited:\n{log.read_text()}"))
+            ),
+            240,
+            "the stack to be up",
+            0.5,
+        )
+        children = json.loads(status_file.read_text())["children"]
+        everything = descendants(proc.pid)
+        os.kill(children["watch"]["pid"], signal.SIGKILL)
+        assert proc.wait(120) == 1
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    printed = log.read_text()
+    assert "styledrop: error: watch stopped unexpectedly (exit code -9)" in printed
+    assert "Last lines of" in printed and "watch.log" in printed
+    assert not [pid for pid in everything if pid_alive(pid)], printed
