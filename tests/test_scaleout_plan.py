@@ -1,0 +1,86 @@
+"""The pure parts of scale-out: which GPUs a machine serves, the names and environment of its
+workers, and the lost-run automation built from deployments/recover-lost-runs.yaml."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from flows import scaleout
+from flows.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [
+        ("0,1", ["0", "1"]),
+        (" 2 , 3 ", ["2", "3"]),
+        ("", []),
+        ("-1", []),
+        ("1,-1,2", ["1"]),  # CUDA ignores everything from an invalid entry on
+        ("GPU-8f2a,GPU-77c1", ["GPU-8f2a", "GPU-77c1"]),
+    ],
+)
+def test_visible_gpus_follow_cuda_visible_devices(
+    monkeypatch: pytest.MonkeyPatch, visible: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert scaleout.visible_gpus() == expected
+
+
+def test_one_worker_per_gpu_each_owning_its_gpu_and_limit() -> None:
+    settings = Settings(heartbeat_s=30)
+    slots = scaleout.plan_workers("gpu-box", ["0", "3"], 2, settings)
+    assert [(s.worker_name, s.limit_name, s.limit) for s in slots] == [
+        ("gpu-box-gpu0", "styledrop-gpu-gpu-box-0", 2),
+        ("gpu-box-gpu3", "styledrop-gpu-gpu-box-3", 2),
+    ]
+    env = slots[1].env(settings)
+    assert env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert env["STYLEDROP_GPU_LIMIT"] == "styledrop-gpu-gpu-box-3"
+    assert env["STYLEDROP_GPU_SLOTS"] == "2"
+    assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
+    command = scaleout.worker_command("python", "pool", slots[1])
+    assert command[:5] == ["python", "-m", "prefect", "worker", "start"]
+    flags = dict(zip(command[5::2], command[6::2], strict=True))
+    assert flags == {
+        "--pool": "pool",
+        "--type": "process",
+        "--name": "gpu-box-gpu3",
+        "--limit": "2",
+        "--install-policy": "never",
+    }
+
+
+def test_without_a_gpu_one_cpu_worker_that_hides_every_gpu() -> None:
+    (slot,) = scaleout.plan_workers("laptop", [], 1, Settings())
+    assert (slot.worker_name, slot.gpu, slot.limit_name) == (
+        "laptop",
+        "cpu",
+        "styledrop-gpu-laptop-cpu",
+    )
+    assert slot.env(Settings())["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_the_recovery_automation_takes_its_window_from_the_settings() -> None:
+    spec = scaleout.recovery_automation_spec(Settings(heartbeat_s=30, lost_run_after_s=90))
+    assert spec.name == "styledrop-recover-lost-runs"
+    assert spec.trigger.posture == "Proactive"
+    assert spec.trigger.within == timedelta(seconds=90)
+    assert "prefect.flow-run.heartbeat" in spec.trigger.after
+    # A run being cancelled or already finished is left alone.
+    assert {"prefect.flow-run.Cancelling", "prefect.flow-run.Completed"} <= spec.trigger.expect
+    (action,) = spec.actions
+    assert (action.type, action.state.value, action.name, action.force) == (
+        "change-flow-run-state",
+        "SCHEDULED",
+        "AwaitingRetry",
+        False,
+    )
+
+
+def test_a_window_too_close_to_the_heartbeat_is_refused() -> None:
+    with pytest.raises(ValueError, match="must exceed the heartbeat"):
+        scaleout.recovery_automation_spec(Settings(heartbeat_s=60, lost_run_after_s=65))
