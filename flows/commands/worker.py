@@ -81,18 +81,25 @@ def run(args: argparse.Namespace) -> int:
     # Before Prefect is imported (by the setup below): no telemetry, ever.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from flows import scaleout
     from flows.settings import get_settings
 
     settings = get_settings()
     if args.limit < 1:
         say("error: --limit must be at least 1")
         return 2
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     api = api_url(settings)
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        return setup_and_supervise(args, settings, api)
+
+
+def setup_and_supervise(args: argparse.Namespace, settings: Settings, api: str) -> int:
+    from flows import scaleout
+
     name = args.name or scaleout.default_name(settings)
     gpus = parse_gpus(args.gpus) if args.gpus is not None else scaleout.visible_gpus()
     slots = scaleout.plan_workers(name, gpus, args.limit, settings)
-
     say(f"Prefect API {api}; storage {settings.storage_root}")
     try:
         if scaleout.ensure_work_pool(args.pool):
@@ -114,13 +121,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def api_url(settings: Settings) -> str:
-    """PREFECT_API_URL, or the local `up` server's API when none is configured (one machine)."""
+    """The configured Prefect API (PREFECT_API_URL or the active profile), else the local
+    `up` server's - never a temporary server that would vanish with this process. Put in our
+    environment too, for the Prefect workers and their runs."""
     from prefect.settings import get_current_settings
 
-    url = get_current_settings().api.url
-    if not url:
-        url = f"{settings.prefect_ui_url}/api"
-        os.environ["PREFECT_API_URL"] = url
+    url = get_current_settings().api.url or f"{settings.prefect_ui_url}/api"
+    os.environ["PREFECT_API_URL"] = url
     return url
 
 
