@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import logging
+import posixpath
 import queue
 import threading
 import time
@@ -136,6 +137,9 @@ class InboxSensor:
                 self._guard(rec.inbox_rel, lambda rec=rec: self.submit(rec))
         if self._jobs and self.clock() >= self._next_poll:
             self._next_poll = self.clock() + self.config.poll_s
+            for rec in list(self._jobs.values()):
+                if rec.parameters is None:  # preparing it failed (storage hiccup): again
+                    self._guard(rec.inbox_rel, lambda rec=rec: self.prepare(rec))
             self.poll()
 
     def _guard(self, what: str, action: Callable[[], None]) -> None:
@@ -195,6 +199,7 @@ class InboxSensor:
     def prepare(self, record: JobRecord) -> None:
         """Hash the file, read the sidecar and decide the flow's parameters; a bad sidecar
         fails the file at once, with the reason, without a run."""
+        self._jobs[record.rel] = record  # from here on a failed step is retried, not forgotten
         try:
             record.content_sha256 = self.store.sha256(PROCESSING, record.rel)
             side = self.store.read_bytes(PROCESSING, record.sidecar) if record.sidecar else None
@@ -214,7 +219,8 @@ class InboxSensor:
                 defaults=self.config.options,
             )
         except SidecarError as exc:
-            record.error = f"the sidecar {record.sidecar} cannot be used: {exc}"
+            name = posixpath.basename(sidecar_of(record.inbox_rel))
+            record.error = f"the sidecar {name} cannot be used: {exc}"
             self.finish(record, "failed", record.error)
             return
         # Results of jobs in flight are not written yet: their names are taken all the same.
@@ -235,7 +241,6 @@ class InboxSensor:
             "force": spec.force,
         }
         self._save(record)
-        self._jobs[record.rel] = record
 
     # --- submitting -----------------------------------------------------------------------
     def submit(self, rec: JobRecord) -> None:
