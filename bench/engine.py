@@ -5,7 +5,8 @@
 
 Both use the random backbone: no weights are needed and speed does not depend on their values.
 The baseline is the PyTorch neural style tutorial as it is written (fp32, eager, NCHW, L-BFGS,
-Gram matrices on C×HW, losses as modules inside an nn.Sequential), defined here.
+Gram matrices on C×HW, losses as modules inside an nn.Sequential), defined here, with its loss
+layers moved to the engine's depths (through conv5_1) so that both do the same work per step.
 """
 
 from __future__ import annotations
@@ -71,9 +72,16 @@ class Normalization(nn.Module):
         return (img - self.mean.to(img.device)) / self.std.to(img.device)
 
 
+# The tutorial's own defaults (conv_1..conv_5 style, conv_4 content) stop the network at
+# conv3_1, a fifth of the work. For a like-for-like step, the baseline uses the engine's depths:
+# style at conv1_1, conv2_1, conv3_1, conv4_1, conv5_1 and content at conv4_2.
+BASELINE_STYLE_LAYERS = ["conv_1", "conv_3", "conv_5", "conv_9", "conv_13"]
+BASELINE_CONTENT_LAYERS = ["conv_10"]
+
+
 def baseline_model(cnn: nn.Sequential, style_img, content_img):
-    content_layers = ["conv_4"]
-    style_layers = ["conv_1", "conv_2", "conv_3", "conv_4", "conv_5"]
+    content_layers = BASELINE_CONTENT_LAYERS
+    style_layers = BASELINE_STYLE_LAYERS
     model = nn.Sequential(Normalization().to(content_img.device))
     content_losses, style_losses = [], []
     i = 0
@@ -105,7 +113,24 @@ def baseline_model(cnn: nn.Sequential, style_img, content_img):
     return model[: i + 1], style_losses, content_losses
 
 
-def baseline_step_times(cnn, content_img, style_img, steps: int) -> list[float]:
+class Clock:
+    """Wall and CPU seconds between consecutive ticks. CPU time barely moves while other
+    processes hold the cores, so it is the steadier figure on a shared machine."""
+
+    def __init__(self, sync=lambda: None) -> None:
+        self.sync = sync
+        self.stamps: list[tuple[float, float]] = []
+
+    def tick(self, *_args: object) -> None:
+        self.sync()
+        self.stamps.append((time.perf_counter(), time.process_time()))
+
+    def deltas(self, skip: int = 0) -> tuple[list[float], list[float]]:
+        pairs = list(zip(self.stamps[skip:], self.stamps[skip + 1 :], strict=False))
+        return [b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs]
+
+
+def baseline_step_times(cnn, content_img, style_img, steps: int, warmup: int = 2):
     """Seconds per closure evaluation (one forward + backward), the tutorial's "step"."""
     input_img = content_img.clone()
     model, style_losses, content_losses = baseline_model(cnn, style_img, content_img)
@@ -113,9 +138,7 @@ def baseline_step_times(cnn, content_img, style_img, steps: int) -> list[float]:
     model.eval()
     model.requires_grad_(False)
     optimizer = torch.optim.LBFGS([input_img])
-    times: list[float] = []
-    sync = torch.cuda.synchronize if content_img.is_cuda else (lambda: None)
-    last = [time.perf_counter()]
+    clock = Clock(torch.cuda.synchronize if content_img.is_cuda else (lambda: None))
 
     def closure():
         with torch.no_grad():
@@ -126,15 +149,12 @@ def baseline_step_times(cnn, content_img, style_img, steps: int) -> list[float]:
         content_score = sum(cl.loss for cl in content_losses)
         loss = style_score * 1_000_000 + content_score * 1
         loss.backward()
-        sync()
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
+        clock.tick()
         return style_score + content_score
 
-    while len(times) <= steps:
+    while len(clock.stamps) <= steps + warmup:
         optimizer.step(closure)
-    return times
+    return clock.deltas(skip=warmup)
 
 
 # --- measurements -----------------------------------------------------------------------------
@@ -155,13 +175,13 @@ def test_images(size: int) -> tuple[Image.Image, Image.Image]:
     )
 
 
-def engine_step_times(size: int, device: str, steps: int, warmup: int = 3) -> list[float]:
+def engine_step_times(size: int, device: str, steps: int, warmup: int = 3):
+    """Per-step times of the real engine path (single scale, every step synchronises)."""
     content, style = test_images(size)
-    params = StyleParams(size=size, min_size=size, iterations=steps + warmup)
-    stamps: list[float] = []
-    stylize(content, [style], params, device=device, backbone="random",
-            callback=lambda p: stamps.append(p.elapsed_s))  # fmt: skip
-    return [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1 :], strict=False)]
+    params = StyleParams(size=size, min_size=size, iterations=steps + warmup + 1)
+    clock = Clock()
+    stylize(content, [style], params, device=device, backbone="random", callback=clock.tick)
+    return clock.deltas(skip=warmup)
 
 
 def whole_job(size: int, device: str) -> tuple[float, int, str]:
@@ -169,6 +189,14 @@ def whole_job(size: int, device: str) -> tuple[float, int, str]:
     t0 = time.perf_counter()
     result = stylize(content, [style], StyleParams(size=size), device=device, backbone="random")
     return time.perf_counter() - t0, result.steps, result.stopped
+
+
+def best(rounds: list[tuple[list[float], list[float]]]) -> tuple[float, float]:
+    """Interleaved rounds, the best median of each clock: on a shared machine the others' load
+    comes and goes, and the minimum is the closest to what the code itself costs."""
+    wall = min(statistics.median(w) for w, _ in rounds)
+    cpu = min(statistics.median(c) for _, c in rounds)
+    return wall, cpu
 
 
 def with_cpu_bf16(enabled: bool):
@@ -241,7 +269,15 @@ def main() -> int:
     ap.add_argument("--sizes", help="comma-separated long edges (default: by device)")
     ap.add_argument("--no-jobs", action="store_true", help="skip the whole-job timings")
     ap.add_argument("--quality", action="store_true", help="compare bf16 autocast with fp32")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: torch's, all cores); 1 is immune "
+        "to other processes stalling a thread at each op's barrier on a shared machine",
+    )
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     dev = pick_device(args.device)
     device = dev.type
@@ -263,24 +299,27 @@ def main() -> int:
         content, style = test_images(size)
         c = to_tensor(content, dev)
         s = to_tensor(style.resize(content.size), dev)
-        # Interleaved rounds, best median of each: on a shared machine the other processes'
-        # load comes and goes, and the minimum is the closest to what the code itself costs.
-        base, eng, eng32 = [], [], []
+        runs: dict[str, list[tuple[list[float], list[float]]]] = {"base": [], "eng": [], "fp32": []}
         for _ in range(args.rounds):
-            base.append(statistics.median(baseline_step_times(cnn, c, s, args.steps)[2:]))
-            eng.append(statistics.median(engine_step_times(size, device, args.steps)))
+            runs["base"].append(baseline_step_times(cnn, c, s, args.steps))
+            runs["eng"].append(engine_step_times(size, device, args.steps))
             if cpu_bf16:
                 with_cpu_bf16(False)
-                eng32.append(statistics.median(engine_step_times(size, device, args.steps)))
+                runs["fp32"].append(engine_step_times(size, device, args.steps))
                 with_cpu_bf16(True)
-        rows.append((size, min(base), min(eng), min(eng32) if eng32 else None))
+        rows.append((size, {k: best(v) for k, v in runs.items() if v}))
         print(f"  measured {size} px", file=sys.stderr)
 
-    print("\n| size | baseline s/step | engine s/step | speed-up | engine fp32 s/step |")
+    print("\nseconds per step, wall (CPU seconds of the process in brackets):\n")
+    print("| size | baseline | engine | speed-up wall (CPU) | engine fp32 |")
     print("| ---: | ---: | ---: | ---: | ---: |")
-    for size, base, eng, eng32 in rows:
-        fp32 = f"{eng32:.3f}" if eng32 is not None else "-"
-        print(f"| {size} | {base:.3f} | {eng:.3f} | {base / eng:.2f}x | {fp32} |")
+    for size, r in rows:
+        (bw, bc), (ew, ec) = r["base"], r["eng"]
+        fp32 = f"{r['fp32'][0]:.3f} ({r['fp32'][1]:.3f})" if "fp32" in r else "-"
+        print(
+            f"| {size} | {bw:.3f} ({bc:.3f}) | {ew:.3f} ({ec:.3f}) "
+            f"| {bw / ew:.2f}x ({bc / ec:.2f}x) | {fp32} |"
+        )
 
     if not args.no_jobs:
         print("\n| whole default job | wall s | steps | stopped |")
