@@ -130,7 +130,10 @@ def estimate_bytes(width: int, height: int, precision: Precision, style_pixels: 
 def available_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        # Blocks this process's caching allocator holds but does not use are free to us too;
+        # without them a worker would refuse a job it ran fine a moment ago.
+        idle = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + idle)
     if device.type == "cpu":
         try:
             with open("/proc/meminfo") as f:
