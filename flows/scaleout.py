@@ -226,22 +226,24 @@ def runs_held_by(pool: str, worker_names: set[str]) -> list[Any]:
     return [r for r in runs if (r.labels or {}).get("prefect.worker.name") in worker_names]
 
 
-def hand_back(run_ids: list[Any], reason: str) -> int:
+def hand_back(runs: list[Any], reason: str) -> int:
     """Put runs whose processes were stopped back in the queue (AwaitingRetry) for another
-    worker; they resume from their checkpoints. Returns how many were handed back."""
+    worker; they resume from their checkpoints. Each keeps its original scheduled time, so it
+    is picked up before jobs submitted after it. Returns how many were handed back."""
     from prefect.client.orchestration import get_client
     from prefect.states import AwaitingRetry
 
     done = 0
     with get_client(sync_client=True) as client:
-        for run_id in run_ids:
+        for run in runs:
             try:
+                state = AwaitingRetry(message=reason, scheduled_time=run.expected_start_time)
                 # Not forced: Prefect's rules refuse it for a run being cancelled.
-                result = client.set_flow_run_state(run_id, AwaitingRetry(message=reason))
+                result = client.set_flow_run_state(run.id, state)
                 if result.status.value != "ACCEPT":
-                    logger.info("flow run %s not handed back: %s", run_id, result.details)
+                    logger.info("flow run %s not handed back: %s", run.id, result.details)
                     continue
                 done += 1
             except Exception as exc:  # noqa: BLE001 - the automation catches what we miss
-                logger.warning("could not hand back flow run %s: %s", run_id, exc)
+                logger.warning("could not hand back flow run %s: %s", run.id, exc)
     return done

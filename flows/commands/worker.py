@@ -225,7 +225,7 @@ def stop_workers(children: list[stack.Child], pool: str, names: set[str]) -> int
     try:
         runs = scaleout.runs_held_by(pool, names)
         return scaleout.hand_back(
-            [r.id for r in runs],
+            runs,
             "Its worker was stopped before the job finished; rescheduled, it resumes from its "
             "last checkpoint on the next free worker.",
         )
