@@ -38,23 +38,27 @@ def scaled_mse(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return diff.pow(2).sum() / diff.abs().sum().add(EPS)
 
 
-def _flatten(features: torch.Tensor) -> torch.Tensor:
-    """N×C×H×W activation -> C×(N·H·W) fp32 matrix."""
+def _positions(features: torch.Tensor) -> torch.Tensor:
+    """N×C×H×W activation -> (N·H·W)×C fp32 matrix, one row per position.
+
+    With channels-last activations (the engine's layout) the permute+reshape is a free view;
+    the C×HW layout would copy the largest activation every step.
+    """
     c = features.shape[1]
-    return features.float().transpose(0, 1).reshape(c, -1)
+    return features.permute(0, 2, 3, 1).reshape(-1, c).float()
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """C×C Gram matrix normalised by the number of positions."""
-    f = _flatten(features)
-    return f @ f.T / f.shape[1]
+    f = _positions(features)
+    return f.T @ f / f.shape[0]
 
 
 def mean_cov(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    f = _flatten(features)
-    mean = f.mean(dim=1, keepdim=True)
+    f = _positions(features)
+    mean = f.mean(dim=0)
     centred = f - mean
-    return mean.squeeze(1), centred @ centred.T / f.shape[1]
+    return mean, centred.T @ centred / f.shape[0]
 
 
 StyleTarget = dict[str, tuple[torch.Tensor, ...]]  # layer -> (gram,) or (mean, cov)
