@@ -91,3 +91,28 @@ def test_importing_the_command_does_not_import_prefect() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_auto_backbone_without_weights_warns_once_and_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from engine import backbone
+
+    def offline() -> dict:
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(backbone, "_download_state", offline)
+    backbone.clear_cache()
+    content = make_image(tmp_path / "c.png", (48, 40))
+    style = make_image(tmp_path / "s.png", (40, 40), seed=1)
+    out = tmp_path / "o.png"
+    rc = main(["stylize", str(content), "--style", str(style), "--backbone", "auto"]
+              + ["--out", str(out), *FAST])  # fmt: skip
+    err = capsys.readouterr().err
+    backbone.clear_cache()
+    assert rc == 0, err
+    warnings = [line for line in err.splitlines() if "RANDOM backbone" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("styledrop: warning: ")
+    assert "hub/checkpoints/vgg19-dcbb9e9d.pth" in warnings[0]
+    assert read_metadata(out)["backbone"] == "random(seed=0)"

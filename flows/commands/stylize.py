@@ -170,9 +170,21 @@ def _stylize(args: argparse.Namespace) -> Path:
     return out
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # One readable line (e.g. the random-backbone fallback), not Python's file:line dump.
+    print(f"styledrop: warning: {message}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
+    import logging
+    import warnings
+
     from engine import BackboneError, ImageError, ParamError
 
+    warnings.showwarning = _show_warning
+    # The engine both warns and logs its warnings (for the flow's logs); here the warning line
+    # is enough, and without a handler Python would print the log record a second time.
+    logging.getLogger("engine").addHandler(logging.NullHandler())
     try:
         _stylize(args)
     except (CliError, ImageError, ParamError, BackboneError) as exc:
