@@ -6,7 +6,6 @@ import io
 import json
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -112,35 +111,40 @@ def load_image(source: bytes | str | Path | BinaryIO, *, max_pixels: int) -> Ima
     data, name = _read_bytes(source)
     if not data:
         raise ImageError(f"{name}: the file is empty (0 bytes)")
-    with warnings.catch_warnings():
-        # Pillow warns above its own limit and raises above twice that; both mean "refuse".
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"{name}: {width}x{height} is {width * height:,} pixels, more than the "
-                    f"{max_pixels:,} allowed"
-                )
-            if width < 1 or height < 1:
-                raise ImageError(f"{name}: the image has no pixels ({width}x{height})")
-            image.seek(0)  # animations: the first frame
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
-            rgb = to_rgb(image)
-            rgb.load()
-        except ImageError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"{name}: refused as a possible decompression bomb ({exc})") from exc
-        except UnidentifiedImageError as exc:
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
             raise ImageError(
-                f"{name}: not an image (or a format Pillow cannot read); first bytes {data[:16]!r}"
-            ) from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            # Truncated or corrupt data: Pillow says "image file is truncated", "broken PNG".
-            raise ImageError(f"{name}: damaged or truncated image ({exc})") from exc
+                f"{name}: {width}x{height} is {width * height:,} pixels, more than the "
+                f"{max_pixels:,} allowed"
+            )
+        # Pillow only warns between its limit and twice that (and raises above): refuse both.
+        # Checked here rather than by turning the warning into an error, because
+        # warnings.catch_warnings is process-global and jobs decode in parallel threads.
+        bomb_limit = Image.MAX_IMAGE_PIXELS
+        if bomb_limit and width * height > bomb_limit:
+            raise Image.DecompressionBombError(
+                f"{width * height:,} pixels is more than Pillow's limit of {bomb_limit:,}"
+            )
+        if width < 1 or height < 1:
+            raise ImageError(f"{name}: the image has no pixels ({width}x{height})")
+        image.seek(0)  # animations: the first frame
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        rgb = to_rgb(image)
+        rgb.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: refused as a possible decompression bomb ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(
+            f"{name}: not an image (or a format Pillow cannot read); first bytes {data[:16]!r}"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Truncated or corrupt data: Pillow says "image file is truncated", "broken PNG".
+        raise ImageError(f"{name}: damaged or truncated image ({exc})") from exc
     return rgb.copy() if rgb is image else rgb
 
 

@@ -130,6 +130,7 @@ def test_pixel_limit_is_checked_before_decoding(monkeypatch: pytest.MonkeyPatch)
     assert not decoded
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_pillow_bomb_guard_becomes_image_error(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _png(Image.new("L", (300, 200)))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000)  # warns above, raises above 2x
