@@ -246,36 +246,26 @@ def test_a_slowly_written_file_is_taken_only_when_complete(watch, tmp_path: Path
     assert len(inbox_runs(str(tmp_path / "processing"))) == 1
 
 
-def test_files_dropped_while_the_sensor_was_down_are_taken_on_restart(
+def test_backlog_after_a_restart_with_a_corrupt_file_beside_good_ones(
     watch, tmp_path: Path
 ) -> None:
+    """Files dropped while the sensor was down are taken when it starts again; a corrupt one
+    among them ends in failed/ with the flow's reason while the good ones beside it succeed.
+    (One test for both: the runs overlap, which keeps this module's time down.)"""
     sensor = watch().start()
     sensor.stop()
-    make_image(tmp_path / "inbox" / "first.png", seed=11)  # default style
-    make_image(tmp_path / "inbox" / "mosaic" / "second.png", seed=12)
-    assert not (tmp_path / "processing").exists() or not files(tmp_path / "processing")
-    sensor.start()
-    for name in ("first.png", "mosaic/second.png"):
-        wait_until(
-            (tmp_path / "archive" / name).exists, OUTCOME_S, f"{name} archived after restart"
-        )
-    runs = inbox_runs(str(tmp_path / "processing"))
-    assert sorted(r.parameters["styles"][0] for r in runs) == ["mosaic", "mosaic"]
-    assert len(runs) == 2
-
-
-def test_a_corrupt_file_fails_with_its_reason_while_good_ones_beside_it_succeed(
-    watch, tmp_path: Path
-) -> None:
-    inbox = tmp_path / "inbox" / "waves"
-    inbox.mkdir(parents=True)
-    (inbox / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
-    make_image(inbox / "good.png", seed=21)
-    make_image(inbox / "blend.png", seed=22)
-    (inbox / "blend.json").write_text(
+    inbox = tmp_path / "inbox"
+    make_image(inbox / "first.png", seed=11)  # top level: the default style
+    (inbox / "waves").mkdir()
+    (inbox / "waves" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    make_image(inbox / "waves" / "good.png", seed=21)
+    make_image(inbox / "waves" / "blend.png", seed=22)
+    (inbox / "waves" / "blend.json").write_text(
         json.dumps({"styles": ["waves", "mosaic"], "blend": [0.7, 0.3], "seed": 3})
     )
-    watch().start()
+    assert not (tmp_path / "processing").exists() or not files(tmp_path / "processing")
+    sensor.start()
+
     note = tmp_path / "failed" / "waves" / "broken.jpg.error.txt"
     wait_until(note.exists, OUTCOME_S, "the corrupt file's error note")
     text = note.read_text()
@@ -283,13 +273,21 @@ def test_a_corrupt_file_fails_with_its_reason_while_good_ones_beside_it_succeed(
     reason = text.split("Reason:", 1)[1].split("\n", 1)[0].strip()
     assert reason and "image" in reason.lower(), text  # the flow's words, not a stack trace
     assert (tmp_path / "failed" / "waves" / "broken.jpg").exists()
-    for name in ("good.png", "blend.png"):
-        wait_until((tmp_path / "archive" / "waves" / name).exists, OUTCOME_S, f"{name} archived")
-        assert png_size((tmp_path / "outputs" / "waves" / name).read_bytes())[0] == TINY["size"]
+    for name in ("first.png", "waves/good.png", "waves/blend.png"):
+        wait_until((tmp_path / "archive" / name).exists, OUTCOME_S, f"{name} archived")
+        assert png_size((tmp_path / "outputs" / name).read_bytes())[0] == TINY["size"]
     assert (tmp_path / "archive" / "waves" / "blend.json").exists()  # the sidecar went along
-    blend = [r for r in inbox_runs(str(tmp_path / "processing")) if "blend" in r.name]
-    assert blend[0].parameters["styles"] == ["waves", "mosaic"]
-    assert blend[0].parameters["options"] == {**TINY, "style_blend": [0.7, 0.3], "seed": 3}
+
+    runs = {r.name: r for r in inbox_runs(str(tmp_path / "processing"))}
+    assert sorted(runs) == sorted(
+        f"inbox: {n}"
+        for n in ("first.png", "waves/broken.jpg", "waves/good.png", "waves/blend.png")
+    )  # one run each
+    assert runs["inbox: first.png"].parameters["styles"] == ["mosaic"]
+    assert runs["inbox: waves/good.png"].parameters["styles"] == ["waves"]
+    blend = runs["inbox: waves/blend.png"].parameters
+    assert blend["styles"] == ["waves", "mosaic"]
+    assert blend["options"] == {**TINY, "style_blend": [0.7, 0.3], "seed": 3}
 
 
 # --- S3 inbox --------------------------------------------------------------------------------
@@ -346,16 +344,18 @@ def test_s3_inbox_end_to_end_with_notifications_and_listing(watch, s3: S3, tmp_p
 
     # A late duplicate notification for a file already done: nothing left in inbox/ to take.
     assert notify(f"{PREFIX}inbox/waves/my photo.png") == 1
-    # A later file is a barrier: once it is archived, the duplicate was handled before it.
+    # A later file is a barrier: once it is done, the duplicate was handled before it. Its
+    # sidecar is broken, so it fails in the sensor at once, without a run to wait for.
+    fs.pipe_file(f"{root}inbox/after.json", b"{broken")
     fs.pipe_file(f"{root}inbox/after.png", image(33))
     assert notify(f"{PREFIX}inbox/after.png") == 1
-    wait_until(lambda: fs.exists(f"{root}archive/after.png"), OUTCOME_S, "after.png archived")
+    wait_until(lambda: fs.exists(f"{root}failed/after.png.error.txt"), OUTCOME_S, "barrier")
 
     runs = inbox_runs(f"s3://{BUCKET}/{PREFIX}processing/")
     contents = sorted(r.parameters["content"] for r in runs)
     assert contents == sorted(
         f"s3://{BUCKET}/{PREFIX}processing/{k}"
-        for k in ("waves/my photo.png", "listed.png", "bad.jpg", "after.png")
+        for k in ("waves/my photo.png", "listed.png", "bad.jpg")
     )  # one run each: the notified + listed object too
     assert not [k for k in fs.find(f"{root}processing") if not k.endswith("/")]
     assert not [k for k in fs.find(f"{root}inbox") if not k.endswith("/")]
