@@ -6,7 +6,8 @@
         CRASHED / vanished   -> resubmitted, at most ``crash_retries`` times, then failed/
 
 One worker thread does all of it (moves, hashing, HTTP to Prefect and S3); other threads (the
-watchdog observer, the webhook) only call ``offer``, which never blocks. Every decision is
+watchdog observer, the webhook) only note what they saw in their source, which the worker
+polls, or call ``offer``; neither ever blocks on I/O. Every decision is
 written to the bookkeeping file before it is acted on, so a sensor killed at any point picks
 up where it stopped (``recover``), and nothing is ever deleted: names that are taken get a
 ``-1``, ``-2``... suffix.
@@ -453,10 +454,6 @@ class InboxSensor:
             self._jobs[rec.rel] = rec
 
     # --- helpers --------------------------------------------------------------------------
-    def pending(self) -> int:
-        """Jobs in processing/ (taken and not finished)."""
-        return len(self._jobs)
-
     def _save(self, rec: JobRecord) -> None:
         self.store.write_bytes(PROCESSING, rec.record_rel, rec.to_json())
 
