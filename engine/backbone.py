@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from engine.device import uses_channels_last
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILENAME = "vgg19-dcbb9e9d.pth"
@@ -261,7 +263,11 @@ def load_backbone(
                 backbone = _make("random", None, pooling)
         else:
             backbone = _make(mode, weights, pooling)
-        backbone = Backbone(backbone.model.to(device), backbone.label)
+        model = backbone.model.to(device)
+        if uses_channels_last(device):
+            # Once, here: converting a model other jobs' threads are running would race.
+            model = model.to(memory_format=torch.channels_last)
+        backbone = Backbone(model, backbone.label)
         _cache[key] = backbone
         return backbone
 

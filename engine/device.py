@@ -70,13 +70,20 @@ class Precision:
 CPU_BF16_AUTO = True
 
 
+def uses_channels_last(device: torch.device) -> bool:
+    """NHWC is what cuDNN's tensor-core kernels and oneDNN want; MPS gains nothing from it."""
+    return device.type in ("cuda", "cpu")
+
+
 def pick_precision(device: torch.device) -> Precision:
+    channels_last = uses_channels_last(device)
     if device.type == "cuda":
-        return Precision(torch.bfloat16 if torch.cuda.is_bf16_supported() else None, True)
+        return Precision(torch.bfloat16 if torch.cuda.is_bf16_supported() else None, channels_last)
     if device.type == "cpu":
         allowed = CPU_BF16_AUTO and os.environ.get("STYLEDROP_ENGINE_CPU_BF16", "1") != "0"
-        return Precision(torch.bfloat16 if allowed and _cpu_has_avx512_bf16() else None, True)
-    return Precision(None, False)  # MPS: bf16 autocast support varies by macOS version
+        dtype = torch.bfloat16 if allowed and _cpu_has_avx512_bf16() else None
+        return Precision(dtype, channels_last)
+    return Precision(None, channels_last)  # MPS: bf16 autocast support varies by macOS version
 
 
 @contextlib.contextmanager

@@ -239,8 +239,6 @@ def stylize(
     scales = plan(content.size, params)
     _check_memory(scales[-1], styles, params, dev, precision)
     bb = load_backbone(backbone, weights=weights, pooling=params.pooling, device=dev)
-    if precision.channels_last:
-        bb.model.to(memory_format=torch.channels_last)  # idempotent; the cached model is shared
     backbone_key = f"{bb.label}|{weights or ''}|{params.pooling}"
     objective = Objective(content, styles, params, bb.model, backbone_key, dev, precision)
 
