@@ -88,7 +88,8 @@ class StyleParams:
 @dataclass
 class Progress:
     """Handed to the progress callback. ``preview()`` and ``checkpoint()`` are lazy: call them
-    only when you need them, they copy the image off the device."""
+    only when you need them (they copy the image off the device), and from within the
+    callback: they read the run's live tensors."""
 
     scale: int  # 0-based index of the current scale
     n_scales: int
@@ -115,9 +116,10 @@ class StyleResult:
     params: StyleParams
     backbone: str  # "vgg19-imagenet" or "random(seed=...)": what was actually used
     device: str  # e.g. "cuda:0 (NVIDIA H100)", "cpu"
-    steps: int
-    total_steps: int
-    seconds: float
+    steps: int  # steps done, counting those before a resume
+    total_steps: int  # the plan, less the steps early convergence skipped
+    seconds: float  # optimisation wall time (style targets included, model loading not),
+    # summed over the runs a resumed job took, so steps_per_second stays honest
     final_loss: float
     stopped: Literal["done", "converged", "cancelled"] = "done"
     resumed_from_step: int = 0
