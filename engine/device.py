@@ -98,8 +98,10 @@ def autocast(device: torch.device, precision: Precision) -> Iterator[None]:
 def configure_backends(device: torch.device) -> None:
     """Fast convolution algorithms, restricted to deterministic ones.
 
-    The backward pass only flows to the input (weights are frozen), and cuDNN's deterministic
-    data-gradient algorithms are as fast as the others, so determinism costs next to nothing.
+    The backward pass only flows to the input (weights are frozen), so only data-gradient
+    algorithms are involved, and the non-deterministic cuDNN algorithms are mostly
+    weight-gradient ones: determinism should cost little. Not yet measured on a GPU
+    (bench/RESULTS.md); if it does cost, this is the line to revisit.
     """
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
