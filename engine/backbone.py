@@ -239,7 +239,9 @@ def load_backbone(
     """The feature extractor on `device`, cached per (mode, weights, pooling, device).
 
     `auto` uses the pretrained weights when they can be had and otherwise warns loudly and
-    falls back to the random backbone; `vgg19` raises BackboneError instead.
+    falls back to the random backbone; `vgg19` raises BackboneError instead. An explicit
+    `weights` path that cannot be used is an error in both: it is a typo to fix, not a reason
+    to spend a job on random features.
     """
     if mode not in ("auto", "vgg19", "random"):
         raise BackboneError(f"backbone must be auto, vgg19 or random, got {mode!r}")
@@ -251,7 +253,7 @@ def load_backbone(
         hit = _cache.get(key)
         if hit is not None:
             return hit
-        if mode == "auto":
+        if mode == "auto" and weights is None:
             try:
                 backbone = _make("vgg19", weights, pooling)
             except BackboneError as exc:
@@ -262,7 +264,7 @@ def load_backbone(
                 log.warning(message)
                 backbone = _make("random", None, pooling)
         else:
-            backbone = _make(mode, weights, pooling)
+            backbone = _make("vgg19" if mode == "auto" else mode, weights, pooling)
         model = backbone.model.to(device)
         if uses_channels_last(device):
             # Once, here: converting a model other jobs' threads are running would race.

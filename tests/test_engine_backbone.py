@@ -78,9 +78,10 @@ def test_weights_file_missing_a_layer_is_refused(tmp_path: Path) -> None:
         bb.load_backbone("vgg19", weights=path)
 
 
-def test_explicit_path_that_does_not_exist(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["vgg19", "auto"])
+def test_explicit_path_that_does_not_exist(tmp_path: Path, mode: str) -> None:
     with pytest.raises(BackboneError, match="does not exist"):
-        bb.load_backbone("vgg19", weights=tmp_path / "nope.pth")
+        bb.load_backbone(mode, weights=tmp_path / "nope.pth")
 
 
 def test_hub_cache_file_is_found(tmp_path: Path, isolated: list[str]) -> None:
