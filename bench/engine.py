@@ -12,7 +12,6 @@ layers moved to the engine's depths (through conv5_1) so that both do the same w
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import sys
@@ -175,12 +174,15 @@ def test_images(size: int) -> tuple[Image.Image, Image.Image]:
     )
 
 
-def engine_step_times(size: int, device: str, steps: int, warmup: int = 3):
+def engine_step_times(size: int, device: str, steps: int, warmup: int = 3, cpu_bf16: bool = True):
     """Per-step times of the real engine path (single scale, every step synchronises)."""
     content, style = test_images(size)
     params = StyleParams(size=size, min_size=size, iterations=steps + warmup + 1)
     clock = Clock()
-    stylize(content, [style], params, device=device, backbone="random", callback=clock.tick)
+    stylize(
+        content, [style], params, device=device, backbone="random", callback=clock.tick,
+        cpu_bf16=cpu_bf16,
+    )
     return clock.deltas(skip=warmup)
 
 
@@ -199,10 +201,6 @@ def best(rounds: list[tuple[list[float], list[float]]]) -> tuple[float, float]:
     return wall, cpu
 
 
-def with_cpu_bf16(enabled: bool):
-    os.environ["STYLEDROP_ENGINE_CPU_BF16"] = "1" if enabled else "0"
-
-
 def quality_check(size: int, device: str) -> None:
     """Same default job in fp32 and in bf16 autocast: how far apart are the results, and which
     reaches the lower loss when both are scored in fp32?"""
@@ -218,10 +216,10 @@ def quality_check(size: int, device: str) -> None:
     content, style = test_images(size)
     images = {}
     for bf16 in (False, True):
-        with_cpu_bf16(bf16)
         params = StyleParams(size=size)
-        images[bf16] = stylize(content, [style], params, device=device, backbone="random").image
-    with_cpu_bf16(True)
+        images[bf16] = stylize(
+            content, [style], params, device=device, backbone="random", cpu_bf16=bf16
+        ).image
     model = load_backbone("random", device=device).model.float()
     dev = pick_device(device)
     layers = sorted(set(CONTENT_LAYERS + STYLE_LAYERS))
@@ -304,9 +302,7 @@ def main() -> int:
             runs["base"].append(baseline_step_times(cnn, c, s, args.steps))
             runs["eng"].append(engine_step_times(size, device, args.steps))
             if cpu_bf16:
-                with_cpu_bf16(False)
-                runs["fp32"].append(engine_step_times(size, device, args.steps))
-                with_cpu_bf16(True)
+                runs["fp32"].append(engine_step_times(size, device, args.steps, cpu_bf16=False))
         rows.append((size, {k: best(v) for k, v in runs.items() if v}))
         print(f"  measured {size} px", file=sys.stderr)
 

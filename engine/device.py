@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -65,23 +64,20 @@ class Precision:
         return "bf16-autocast" if self.autocast_dtype is torch.bfloat16 else "fp32"
 
 
-# The CPU bf16 default: measured in bench/RESULTS.md (about 2x per step on AVX-512 bf16 CPUs and
-# a result within noise of fp32's). STYLEDROP_ENGINE_CPU_BF16=0 turns it off.
-CPU_BF16_AUTO = True
-
-
 def uses_channels_last(device: torch.device) -> bool:
     """NHWC is what cuDNN's tensor-core kernels and oneDNN want; MPS gains nothing from it."""
     return device.type in ("cuda", "cpu")
 
 
-def pick_precision(device: torch.device) -> Precision:
+def pick_precision(device: torch.device, cpu_bf16: bool = True) -> Precision:
+    """bf16 autocast for the convolutions where the hardware does bf16 natively. On the CPU it
+    is the default because bench/RESULTS.md measured about 2x per step on AVX-512 bf16 CPUs and
+    a result within noise of fp32's; `cpu_bf16=False` keeps fp32 there."""
     channels_last = uses_channels_last(device)
     if device.type == "cuda":
         return Precision(torch.bfloat16 if torch.cuda.is_bf16_supported() else None, channels_last)
     if device.type == "cpu":
-        allowed = CPU_BF16_AUTO and os.environ.get("STYLEDROP_ENGINE_CPU_BF16", "1") != "0"
-        dtype = torch.bfloat16 if allowed and _cpu_has_avx512_bf16() else None
+        dtype = torch.bfloat16 if cpu_bf16 and _cpu_has_avx512_bf16() else None
         return Precision(dtype, channels_last)
     return Precision(None, channels_last)  # MPS: bf16 autocast support varies by macOS version
 

@@ -223,19 +223,21 @@ def stylize(
     weights: str | Path | None = None,
     callback: ProgressCallback | None = None,
     resume: dict[str, Any] | None = None,
+    cpu_bf16: bool = True,
 ) -> StyleResult:
     """Render `content` in the style of `styles` (blended by `params.style_blend`).
 
     `callback(Progress)` runs after every step; returning STOP ends the run with the image so
     far (at the requested size). `resume` takes a `Progress.checkpoint()` dict of the same job
-    and continues from it. Raises ParamError (bad parameters, size too big for memory, a
+    and continues from it. `cpu_bf16=False` keeps a CPU run in fp32 even where the CPU does
+    bf16 natively. Raises ParamError (bad parameters, size too big for memory, a
     checkpoint of another job) and BackboneError (`vgg19` without weights).
     """
     styles = list(styles)
     params.validate(len(styles))
     dev = pick_device(device)
     configure_backends(dev)
-    precision = pick_precision(dev)
+    precision = pick_precision(dev, cpu_bf16)
     scales = plan(content.size, params)
     _check_memory(scales[-1], styles, params, dev, precision)
     bb = load_backbone(backbone, weights=weights, pooling=params.pooling, device=dev)

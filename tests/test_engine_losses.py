@@ -103,9 +103,8 @@ def test_device_choice() -> None:
             pick_device("cuda")
 
 
-def test_cpu_bf16_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STYLEDROP_ENGINE_CPU_BF16", "0")
-    assert pick_precision(torch.device("cpu")).autocast_dtype is None
+def test_cpu_bf16_can_be_turned_off() -> None:
+    assert pick_precision(torch.device("cpu"), cpu_bf16=False).autocast_dtype is None
 
 
 def test_memory_estimate_grows_with_area_and_refuses_clearly(monkeypatch) -> None:

@@ -152,6 +152,7 @@ def _stylize(args: argparse.Namespace) -> Path:
             backbone=args.backbone,
             weights=args.weights,
             callback=progress,
+            cpu_bf16=settings.cpu_bf16,
         )
     finally:
         if bar is not None:

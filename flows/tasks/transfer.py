@@ -52,6 +52,7 @@ def run_style_transfer(job: Job, force: bool) -> Stylized:
                 device=settings.device,
                 backbone=settings.backbone,
                 weights=settings.weights,
+                cpu_bf16=settings.cpu_bf16,
                 callback=monitor,
                 resume=resume_from,
             )
