@@ -80,6 +80,30 @@ def artifacts_dir(request: pytest.FixtureRequest) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 HTTP API (moto's server, in memory) on loopback for the whole session.
+
+    moto keeps one in-memory S3 per process, so buckets made by one module are there for the
+    next: create them with exist_ok. The region goes in AWS_DEFAULT_REGION because s3fs
+    ignores one given in client_kwargs."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    old_region = os.environ.get("AWS_DEFAULT_REGION")
+    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        if old_region is None:
+            os.environ.pop("AWS_DEFAULT_REGION", None)
+        else:
+            os.environ["AWS_DEFAULT_REGION"] = old_region
+
+
 class PrefectServer:
     def __init__(self, url: str, home: Path, proc: subprocess.Popen, log: Path) -> None:
         self.api_url = url

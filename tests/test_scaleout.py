@@ -27,7 +27,6 @@ import pytest
 from flows.stack import descendants, pid_alive
 from tests.conftest import (
     ROOT,
-    free_port,
     make_image,
     start_prefect_server,
     stop_process,
@@ -36,7 +35,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.slow
 
-BUCKET = "styledrop-test"
+BUCKET = "styledrop-scaleout"
 ROOT_PREFIX = "results"
 POOL = "styledrop-gpu"  # deployments/prefect.yaml's pool
 SHORT = {"size": 48, "iterations": 12}
@@ -77,18 +76,14 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[Cluster]:
     import boto3
-    from moto.server import ThreadedMotoServer
 
     tmp = tmp_path_factory.mktemp("scaleout")
     logs = ROOT / "test-artifacts" / "test_scaleout"
     logs.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    moto.start()
     server = start_prefect_server(tmp / "prefect")
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = s3_endpoint
     aws = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -145,7 +140,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(server.api_url, env, s3, logs)
     finally:
         stop_process(server.proc)
-        moto.stop()
 
 
 def _boto_region(aws: dict[str, str]) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -40,30 +39,15 @@ class S3:
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[S3]:
-    """moto's S3 server on loopback with one bucket; its region via AWS_DEFAULT_REGION."""
-    from moto.server import ThreadedMotoServer
-
+def s3(s3_endpoint: str) -> S3:
+    """The session's S3 server (conftest) with one bucket."""
     from flows import storage
     from flows.settings import Settings
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    old_region = os.environ.get("AWS_DEFAULT_REGION")
-    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
-    endpoint = f"http://127.0.0.1:{port}"
-    settings = Settings(s3_endpoint_url=endpoint, s3_key="testing", s3_secret="testing")
+    settings = Settings(s3_endpoint_url=s3_endpoint, s3_key="testing", s3_secret="testing")
     fs, _ = storage.filesystem(f"s3://{BUCKET}", settings)
-    fs.mkdir(BUCKET)
-    try:
-        yield S3(endpoint, settings)
-    finally:
-        server.stop()
-        if old_region is None:
-            os.environ.pop("AWS_DEFAULT_REGION", None)
-        else:
-            os.environ["AWS_DEFAULT_REGION"] = old_region
+    fs.makedirs(BUCKET, exist_ok=True)
+    return S3(s3_endpoint, settings)
 
 
 def base_env(server: PrefectServer, s3: S3, data_dir: Path) -> dict[str, str]:

@@ -5,8 +5,6 @@ real flow on S3 is in test_sensor_e2e.py)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote_plus
 from uuid import UUID
@@ -28,30 +26,13 @@ BUCKET = "styledrop-sensor"
 
 
 @pytest.fixture(scope="module")
-def s3_settings() -> Iterator[Settings]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    old_region = os.environ.get("AWS_DEFAULT_REGION")
-    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"  # s3fs ignores a region in client_kwargs
+def s3_settings(s3_endpoint: str) -> Settings:
     settings = Settings(
-        s3_endpoint_url=f"http://127.0.0.1:{port}",
-        s3_key="testing",
-        s3_secret="testing",
-        s3_bucket=BUCKET,
+        s3_endpoint_url=s3_endpoint, s3_key="testing", s3_secret="testing", s3_bucket=BUCKET
     )
     fs, _ = storage.filesystem(f"s3://{BUCKET}", settings)
-    fs.mkdir(BUCKET)
-    try:
-        yield settings
-    finally:
-        server.stop()
-        if old_region is None:
-            os.environ.pop("AWS_DEFAULT_REGION", None)
-        else:
-            os.environ["AWS_DEFAULT_REGION"] = old_region
+    fs.makedirs(BUCKET, exist_ok=True)
+    return settings
 
 
 def record(event: str, key: str, bucket: str = BUCKET) -> dict:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
 
 from flows import storage
 from flows.settings import Settings
@@ -96,29 +94,12 @@ def test_infrastructure_faults_are_retried_but_missing_files_are_not() -> None:
 
 
 @pytest.fixture(scope="module")
-def s3_settings() -> Iterator[Settings]:
-    """A real S3 HTTP API (moto's server, in memory) on loopback, with one bucket."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    old_region = os.environ.get("AWS_DEFAULT_REGION")
-    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
-    settings = Settings(
-        s3_endpoint_url=f"http://127.0.0.1:{port}", s3_key="testing", s3_secret="testing"
-    )
+def s3_settings(s3_endpoint: str) -> Settings:
+    """Settings for the session's S3 server (conftest), with one bucket."""
+    settings = Settings(s3_endpoint_url=s3_endpoint, s3_key="testing", s3_secret="testing")
     fs, _ = storage.filesystem("s3://styledrop-test", settings)
-    # moto keeps one in-memory S3 per process: another module's server may have made it.
     fs.makedirs("styledrop-test", exist_ok=True)
-    try:
-        yield settings
-    finally:
-        server.stop()
-        if old_region is None:
-            os.environ.pop("AWS_DEFAULT_REGION", None)
-        else:
-            os.environ["AWS_DEFAULT_REGION"] = old_region
+    return settings
 
 
 def test_s3_write_read_and_json(s3_settings: Settings) -> None:
