@@ -3,9 +3,9 @@ from deployments/prefect.yaml on a process work pool, `styledrop worker` process
 storage on moto's HTTP server.
 
 Timing: flow runs heartbeat every 30 s (Prefect's minimum) and the lost-run automation waits
-60 s of silence (STYLEDROP_LOST_RUN_AFTER_S), so a SIGKILLed worker's run is rescheduled
-30-60 s after the kill. 45 s proved too tight on a loaded 2-core machine: a healthy run whose
-process took that long to start (Pending, no heartbeat yet) was rescheduled too.
+90 s of silence (STYLEDROP_LOST_RUN_AFTER_S, three heartbeats), so a SIGKILLed worker's run
+is rescheduled 60-90 s after the kill. 45 and 60 s proved too tight on a loaded 2-core
+machine: a healthy run whose process was slow to start or to beat was rescheduled too.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Itera
         STYLEDROP_DEVICE="cpu",
         STYLEDROP_CHECKPOINT_INTERVAL_S="0.5",
         STYLEDROP_HEARTBEAT_S="30",
-        STYLEDROP_LOST_RUN_AFTER_S="60",
+        STYLEDROP_LOST_RUN_AFTER_S="90",
         STYLEDROP_WORKER_GRACE_S="2",
         # Two workers share two cores with the rest of the machine: one thread each.
         OMP_NUM_THREADS="1",
