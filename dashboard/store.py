@@ -18,7 +18,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flows.settings import Settings, get_settings
-from flows.storage import Storage, filesystem, get_storage
+from flows.storage import (
+    Storage,
+    filesystem,
+    get_storage,
+    job_dir,
+    preview_path,
+    record_path,
+    result_path,
+    run_link_path,
+)
 
 UPLOADS = "_uploads"
 
@@ -37,19 +46,19 @@ class Job:
 
     @property
     def folder(self) -> str:
-        return f"_jobs/{self.job_id}"
+        return job_dir(self.job_id)
 
     @property
     def result_rel(self) -> str:
-        return f"{self.folder}/result.png"
+        return result_path(self.job_id)
 
     @property
     def preview_rel(self) -> str:
-        return f"{self.folder}/preview.jpg"
+        return preview_path(self.job_id)
 
     @property
     def record_rel(self) -> str:
-        return f"{self.folder}/record.json"
+        return record_path(self.job_id)
 
     @property
     def status(self) -> str:
@@ -102,7 +111,7 @@ class DashboardStore:
 
     def job_for_run(self, run_id: str) -> Job | None:
         """The job a flow run works on, once the flow has written `_runs/<id>.json`."""
-        link = self.read_json(f"_runs/{run_id}.json")
+        link = self.read_json(run_link_path(run_id))
         if not link or not link.get("job_id"):
             return None
         job_id = str(link["job_id"])

@@ -16,6 +16,17 @@ from typing import Any
 
 from engine.params import StyleParams
 
+# The storage layout lives beside the storage code, so the dashboard shares it without
+# importing the engine; flows keep calling it as jobs.*.
+from flows.storage import (  # noqa: F401 - re-exported
+    checkpoint_path,
+    job_dir,
+    preview_path,
+    record_path,
+    result_path,
+    run_link_path,
+)
+
 RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
 
 
@@ -55,28 +66,6 @@ class Job:
 # --- storage layout (relative to the storage root) -----------------------------------------
 
 
-def job_dir(job_id: str) -> str:
-    return f"_jobs/{job_id}"
-
-
-def result_path(job_id: str) -> str:
-    return f"{job_dir(job_id)}/result.png"
-
-
-def record_path(job_id: str) -> str:
-    return f"{job_dir(job_id)}/record.json"
-
-
-def preview_path(job_id: str) -> str:
-    return f"{job_dir(job_id)}/preview.jpg"
-
-
-def checkpoint_path(job_id: str) -> str:
-    return f"{job_dir(job_id)}/checkpoint.pt"
-
-
-def run_link_path(flow_run_id: str) -> str:
-    return f"_runs/{flow_run_id}.json"
 
 
 # --- identity ------------------------------------------------------------------------------

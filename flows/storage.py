@@ -177,3 +177,30 @@ def is_infrastructure_fault(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - s3fs always brings botocore
         pass
     return isinstance(exc, transient)
+
+
+# --- layout of a job in storage (ARCHITECTURE.md), shared by the flow and the dashboard ------
+
+
+def job_dir(job_id: str) -> str:
+    return f"_jobs/{job_id}"
+
+
+def result_path(job_id: str) -> str:
+    return f"{job_dir(job_id)}/result.png"
+
+
+def record_path(job_id: str) -> str:
+    return f"{job_dir(job_id)}/record.json"
+
+
+def preview_path(job_id: str) -> str:
+    return f"{job_dir(job_id)}/preview.jpg"
+
+
+def checkpoint_path(job_id: str) -> str:
+    return f"{job_dir(job_id)}/checkpoint.pt"
+
+
+def run_link_path(flow_run_id: str) -> str:
+    return f"_runs/{flow_run_id}.json"
