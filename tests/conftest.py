@@ -80,6 +80,19 @@ def artifacts_dir(request: pytest.FixtureRequest) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the module. Tiny images run as fast on one thread, and one thread
+    does not stall at every op's barrier when other processes hold the shared cores (measured:
+    7 min with two threads, 45 s with one, both at a load average of 5-9 on the 2 cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 HTTP API (moto's server, in memory) on loopback for the whole session.

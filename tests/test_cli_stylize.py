@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import ROOT, make_image
 from PIL import Image
 
@@ -30,14 +29,8 @@ FAST = ["--size", "40", "--iterations", "3", "--quiet"]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny images run as fast on one thread, and one thread does not stall at every op's
-    barrier when other processes hold the shared cores (measured: 7 min with two threads, 45 s
-    with one, both at a load average of 5-9 on the 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _torch_on_one_thread(one_thread):
+    """Every engine run in this module on one thread (conftest.one_thread says why)."""
 
 
 def test_writes_a_png_with_metadata(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -223,8 +223,8 @@ def test_run_page_of_a_finished_job_shows_result_and_downloads(dash_env, make_ru
     assert [i.proto.imgs[0].caption for i in at.image] == ["Result"]
 
 
-def test_submit_with_the_api_down_keeps_the_upload_and_says_why(dash_env, monkeypatch):
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+def submit_a_photo_in_mosaic() -> AppTest:
+    """The Submit page with a small photo uploaded, the mosaic style ticked, Submit clicked."""
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     at.switch_page("screens/submit.py").run()
     buf = io.BytesIO()
@@ -233,6 +233,12 @@ def test_submit_with_the_api_down_keeps_the_upload_and_says_why(dash_env, monkey
     at.run()
     at.checkbox(key="style_mosaic").check().run()
     at.button(key="submit").click().run()
+    return at
+
+
+def test_submit_with_the_api_down_keeps_the_upload_and_says_why(dash_env, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    at = submit_a_photo_in_mosaic()
     assert not at.exception
     assert "Could not start the run: Cannot reach the Prefect API" in texts(at.error)
     assert at.file_uploader(key="content").value is not None  # nothing lost; try again later
@@ -243,14 +249,7 @@ def test_submit_with_unwritable_storage_says_why(dash_env, tmp_path, monkeypatch
     blocker.write_text("a file where the storage folder should be")
     monkeypatch.setenv("STYLEDROP_STORAGE", str(blocker / "outputs"))
     get_settings.cache_clear()
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-    at.switch_page("screens/submit.py").run()
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 40), (1, 2, 3)).save(buf, "PNG")
-    at.file_uploader(key="content").set_value(("photo.png", buf.getvalue(), "image/png"))
-    at.run()
-    at.checkbox(key="style_mosaic").check().run()
-    at.button(key="submit").click().run()
+    at = submit_a_photo_in_mosaic()
     assert not at.exception
     assert "Could not store the photo: Could not save the upload" in texts(at.error)
 
