@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -117,6 +118,8 @@ def test_a_run_completes_with_result_and_record(done) -> None:
     assert record["status"] == "completed" and not record.get("reused")
     assert record["steps"] == record["total_steps"] == 8
     assert record["backbone"].startswith("random") and record["device"] == "cpu"
+    limit = done["settings"].gpu_limit
+    assert record["worker"] == {"host": socket.gethostname(), "gpu_limit": limit}
     assert record["flow_run_id"] == str(state.state_details.flow_run_id)
     assert record["steps_per_second"] > 0 and record["timings"]["finished_at"]
 

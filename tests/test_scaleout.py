@@ -198,6 +198,13 @@ def checkpointed(cluster: Cluster, run_id: str) -> bool:
     return bool(job) and cluster.exists(f"_jobs/{job}/checkpoint.pt")
 
 
+def worker_of(record: dict[str, Any] | None) -> str:
+    """The `styledrop worker --name` whose run wrote ``record``: its GPU slot limit is
+    ``<gpu_limit>-<name>-cpu`` (flows.scaleout.plan_workers)."""
+    assert record and record.get("worker"), record
+    return record["worker"]["gpu_limit"].removesuffix("-cpu").rsplit("-", 1)[-1]
+
+
 def machine_dies(proc: subprocess.Popen[bytes]) -> set[int]:
     """SIGKILL the worker and everything it started - its flow-run processes too, which
     Prefect puts in sessions of their own - as a lost machine would."""
@@ -237,8 +244,10 @@ def test_twelve_jobs_spread_over_two_workers_and_survive_a_lost_one(
             run = read_runs(cluster, [long_run])[long_run]
             return run.state.is_running() and checkpointed(cluster, long_run) and run
 
-        run = wait_until(long_job_checkpointed, 240, "the long job to write a checkpoint", 0.3)
-        victim = run.labels["prefect.worker.name"]
+        wait_until(long_job_checkpointed, 240, "the long job to write a checkpoint", 0.3)
+        # Who runs it, from its record: Prefect's worker label can name a worker that lost
+        # the race to submit the run (labels are set before the Pending proposal).
+        victim = worker_of(cluster.read_json(f"_jobs/{job_of(cluster, long_run)}/record.json"))
         killed_at = time.monotonic()
         killed = machine_dies(workers.pop(victim))
         # A replacement machine joins (a new name: the dead one's GPU lease is still held).
@@ -268,20 +277,19 @@ def test_twelve_jobs_spread_over_two_workers_and_survive_a_lost_one(
         assert record["flow_run_id"] == rid  # computed by this run, not reused from another
         assert cluster.exists(f"_jobs/{job}/result.png")
 
-    # Spread: both first workers ran jobs (a run's label names the worker that last
-    # started it).
+    # Spread: both first workers ran jobs - the jobs they completed, and the victim's long one.
     by_worker: dict[str, int] = {}
-    for r in runs.values():
-        name = r.labels["prefect.worker.name"]
+    for job in jobs.values():
+        name = worker_of(cluster.read_json(f"_jobs/{job}/record.json"))
         by_worker[name] = by_worker.get(name, 0) + 1
-    assert {"w1", "w2"} <= set(by_worker), by_worker
+    assert {"w1", "w2"} <= set(by_worker) | {victim}, (victim, by_worker)
 
     # The killed job: rescheduled by the automation (no new run, no Crashed state), resumed
     # from its checkpoint on another worker, and done once.
     lost = runs[long_run]
     assert lost.run_count == 2, lost.run_count
-    assert lost.labels["prefect.worker.name"] != victim
     record = cluster.read_json(f"_jobs/{jobs[long_run]}/record.json")
+    assert worker_of(record) != victim, record["worker"]
     assert record["resumed_from_step"] > 0, record
     assert record["steps"] == record["total_steps"], record
     assert all(r.run_count == 1 for rid, r in runs.items() if rid != long_run)
@@ -338,9 +346,9 @@ def test_sigterm_hands_a_running_job_back_to_the_pool(cluster: Cluster, tmp_path
         )
         run = read_runs(cluster, [run_id])[run_id]
         assert run.state.is_completed(), run.state
-        assert run.labels["prefect.worker.name"] == "w4"
         record = cluster.read_json(f"_jobs/{job_of(cluster, run_id)}/record.json")
         assert record["status"] == "completed" and record["resumed_from_step"] > 0, record
+        assert worker_of(record) == "w4", record["worker"]
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
@@ -366,7 +374,9 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace(
         assert stop_gracefully(worker, 300) == 0
         run = read_runs(cluster, [run_id])[run_id]
         assert run.state.is_completed(), run.state
-        assert run.run_count == 1 and run.labels["prefect.worker.name"] == "w5"
+        assert run.run_count == 1
+        record = cluster.read_json(f"_jobs/{job_of(cluster, run_id)}/record.json")
+        assert worker_of(record) == "w5", record
         assert not [p for p in tree if pid_alive(p)]
     finally:
         if worker.poll() is None:

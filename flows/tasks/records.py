@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ def find_completed_job(job_id: str) -> dict[str, Any] | None:
 
 @task(name="start job record", **io_task_options())
 def start_record(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any]:
-    record = jobs.new_record(job, flow_run_id or "", force)
+    settings = get_settings()
+    worker = {"host": socket.gethostname(), "gpu_limit": settings.gpu_limit}
+    record = jobs.new_record(job, flow_run_id or "", force, worker)
     get_storage().write_json(jobs.record_path(job.job_id), record)
     return record
 
