@@ -59,12 +59,11 @@ class WorkerSlot:
     limit_name: str  # the global concurrency limit for this device
     limit: int  # runs at once on this device (worker --limit = concurrency limit size)
 
-    def env(self, settings: Settings) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         """What this worker (and so every flow run it starts) gets on top of our env."""
         env = {
             "STYLEDROP_GPU_LIMIT": self.limit_name,
             "STYLEDROP_GPU_SLOTS": str(self.limit),
-            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.heartbeat_s),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
         }

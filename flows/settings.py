@@ -125,18 +125,17 @@ class Settings(BaseSettings):
         "", description="Name of this machine's worker(s) and GPU limits; empty: the hostname."
     )
     heartbeat_s: int = Field(
-        30,
-        ge=30,
-        description="Seconds between heartbeats of the flow runs `up` and `worker` start "
-        "(PREFECT_FLOWS_HEARTBEAT_FREQUENCY; Prefect's minimum is 30).",
+        10,
+        ge=1,
+        description="Seconds between the `styledrop.run.alive` events a running `stylize` flow "
+        "sends for the lost-run automation.",
     )
     lost_run_after_s: int = Field(
-        200,
-        ge=45,
-        description="A flow run of `stylize` silent (no heartbeat, no state change) this long is "
-        "taken as lost with its worker or machine and rescheduled. Must exceed the heartbeat "
-        "period of every process running flows (Prefect's default is 180 s; `up` and `worker` "
-        "use heartbeat_s): 90 is safe when all runs come from them.",
+        90,
+        ge=10,
+        description="A flow run of `stylize` silent this long (no alive event, no state change) "
+        "is taken as lost with its worker or machine and rescheduled. Must exceed heartbeat_s "
+        "by more than 10 s, and the time a worker takes to start a run's process.",
     )
     stop_timeout_s: float = Field(
         20.0, gt=0, description="Seconds `up` gives each process to stop before killing it."

@@ -15,6 +15,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
+from flows.alive import keep_alive, state_before_false_reschedule
 from flows.gpu import gpu_slot
 from flows.jobs import CANCELLED, Job, JobRejected
 from flows.settings import get_settings
@@ -37,6 +38,11 @@ from flows.tasks.validate import validate_job
     name="stylize",
     # Infrastructure faults are retried task by task; a refused job must fail at once.
     retries=0,
+    # A Completed run with a persisted result cannot be put back in the queue (Prefect's
+    # HandleFlowTerminalStateTransitions): the lost-run automation can never run a finished
+    # job again, whatever the order its events arrive in. The result is the small record.
+    persist_result=True,
+    result_serializer="json",
     on_failure=[record_run_end],
     on_crashed=[record_run_end],
     on_cancellation=[record_run_end],
@@ -56,6 +62,21 @@ def stylize(
     beside it as ``<output>.json``. The same inputs and parameters are computed once: later
     submissions return the stored record marked ``reused`` unless ``force=True``.
     """
+    if (ended := state_before_false_reschedule()) is not None:
+        return ended
+    settings = get_settings()
+    with keep_alive(settings.heartbeat_s):
+        return stylize_job(content, styles, options, output, force)
+
+
+def stylize_job(
+    content: str,
+    styles: list[str] | None,
+    options: dict[str, Any] | None,
+    output: str | None,
+    force: bool,
+) -> dict[str, Any] | State:
+    """The flow's steps, while the run tells the server it is alive."""
     settings = get_settings()
     run_id = flow_run.get_id()
 

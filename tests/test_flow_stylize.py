@@ -50,6 +50,7 @@ def configure(mp: pytest.MonkeyPatch, root: Path, **extra: str) -> Settings:
         "STYLEDROP_PREVIEW_EVERY": "3",
         "STYLEDROP_PROGRESS_INTERVAL_S": "0.3",
         "STYLEDROP_CANCEL_POLL_S": "0.5",
+        "STYLEDROP_HEARTBEAT_S": "1",
         "STYLEDROP_PUBLIC_FILES_URL": FILES_URL,
         **extra,
     }
@@ -82,6 +83,15 @@ def task_runs_of(client: SyncPrefectClient, flow_run_id: UUID) -> dict[str, list
         # task run names are "<task name>-<3 hex chars>"
         runs.setdefault(tr.name.rsplit("-", 1)[0], []).append(tr)
     return runs
+
+
+
+def events_of(api_url: str, flow_run_id: UUID, names: list[str]) -> list[dict]:
+    resource = {"id": [f"prefect.flow-run.{flow_run_id}"]}
+    body = {"filter": {"event": {"name": names}, "resource": resource}, "limit": 50}
+    response = httpx.post(f"{api_url}/events/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return response.json()["events"]
 
 
 # --- a completed job, reused, forced ---------------------------------------------------------
@@ -136,6 +146,48 @@ def test_a_run_completes_with_result_and_record(done) -> None:
     assert json.loads(store.read_bytes("exports/photo.jpg.json"))["job_id"] == job_id
     assert not list(Path(store.root).rglob("*.tmp")), "temporary files left behind"
 
+
+
+
+def test_a_completed_run_cannot_be_put_back_in_the_queue(done, client) -> None:
+    """What the lost-run automation proposes for a silent run; for a finished one the server
+    must refuse it (the flow persists its result), or the job would run again."""
+    from prefect.states import AwaitingRetry
+
+    run_id = done["state"].state_details.flow_run_id
+    answer = client.set_flow_run_state(run_id, AwaitingRetry(message="test"), force=False)
+    # Refused for being Completed (not aborted for lacking a deployment, as this in-process
+    # run would be otherwise).
+    assert answer.status.value == "REJECT" and "COMPLETED" in str(answer.details), answer
+    assert client.read_flow_run(run_id).state.is_completed()
+
+def test_the_run_says_it_is_alive_and_falls_silent_before_its_final_state(
+    done, prefect_api
+) -> None:
+    """The lost-run automation's signal (flows/alive.py): alive events about this run, tied to
+    the `stylize` flow, and none after the run completed - one that came after would start a
+    silence that reschedules a finished run."""
+    run_id = done["state"].state_details.flow_run_id
+    names = ["styledrop.run.alive", "prefect.flow-run.Completed"]
+
+    def both() -> list[dict] | None:
+        found = events_of(prefect_api.api_url, run_id, names)
+        return found if {e["event"] for e in found} == set(names) else None
+
+    found = wait_until(both, 30, "the run's alive and Completed events")
+    (completed,) = [e for e in found if e["event"] == "prefect.flow-run.Completed"]
+    # Received (what the automation goes by), not only sent, before the final state; and
+    # three beats (STYLEDROP_HEARTBEAT_S=1) later still nothing after it.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        alive = [e for e in found if e["event"] == "styledrop.run.alive"]
+        assert max(e["received"] for e in alive) < completed["received"], "alive after Completed"
+        time.sleep(0.5)
+        found = events_of(prefect_api.api_url, run_id, names)
+    assert any(
+        r["prefect.resource.role"] == "flow" and r["prefect.resource.name"] == "stylize"
+        for r in alive[0]["related"]
+    ), alive[0]
 
 def test_a_run_publishes_progress_preview_and_summary(done, client) -> None:
     state = done["state"]

@@ -30,17 +30,15 @@ def test_visible_gpus_follow_cuda_visible_devices(
 
 
 def test_one_worker_per_gpu_each_owning_its_gpu_and_limit() -> None:
-    settings = Settings(heartbeat_s=30)
-    slots = scaleout.plan_workers("gpu-box", ["0", "3"], 2, settings)
+    slots = scaleout.plan_workers("gpu-box", ["0", "3"], 2, Settings())
     assert [(s.worker_name, s.limit_name, s.limit) for s in slots] == [
         ("gpu-box-gpu0", "styledrop-gpu-gpu-box-0", 2),
         ("gpu-box-gpu3", "styledrop-gpu-gpu-box-3", 2),
     ]
-    env = slots[1].env(settings)
+    env = slots[1].env()
     assert env["CUDA_VISIBLE_DEVICES"] == "3"
     assert env["STYLEDROP_GPU_LIMIT"] == "styledrop-gpu-gpu-box-3"
     assert env["STYLEDROP_GPU_SLOTS"] == "2"
-    assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
     command = scaleout.worker_command("python", "pool", slots[1])
     assert command[:5] == ["python", "-m", "prefect", "worker", "start"]
@@ -61,7 +59,7 @@ def test_without_a_gpu_one_cpu_worker_that_hides_every_gpu() -> None:
         "cpu",
         "styledrop-gpu-laptop-cpu",
     )
-    assert slot.env(Settings())["CUDA_VISIBLE_DEVICES"] == ""
+    assert slot.env()["CUDA_VISIBLE_DEVICES"] == ""
 
 
 def test_the_recovery_automation_takes_its_window_from_the_settings() -> None:
@@ -69,7 +67,9 @@ def test_the_recovery_automation_takes_its_window_from_the_settings() -> None:
     assert spec.name == "styledrop-recover-lost-runs"
     assert spec.trigger.posture == "Proactive"
     assert spec.trigger.within == timedelta(seconds=90)
-    assert "prefect.flow-run.heartbeat" in spec.trigger.after
+    # Our own liveness event, not Prefect's heartbeat (see flows/alive.py).
+    assert "styledrop.run.alive" in spec.trigger.after & spec.trigger.expect
+    assert not any("heartbeat" in e for e in spec.trigger.after | spec.trigger.expect)
     # A run being cancelled or already finished is left alone.
     assert {"prefect.flow-run.Cancelling", "prefect.flow-run.Completed"} <= spec.trigger.expect
     (action,) = spec.actions
@@ -84,3 +84,62 @@ def test_the_recovery_automation_takes_its_window_from_the_settings() -> None:
 def test_a_window_too_close_to_the_heartbeat_is_refused() -> None:
     with pytest.raises(ValueError, match="must exceed the heartbeat"):
         scaleout.recovery_automation_spec(Settings(heartbeat_s=60, lost_run_after_s=65))
+
+
+def test_the_automation_message_is_the_one_the_flow_looks_for() -> None:
+    from flows.alive import RESCHEDULED_MESSAGE
+
+    (action,) = scaleout.recovery_automation_spec(Settings()).actions
+    assert action.message.startswith(RESCHEDULED_MESSAGE)
+
+
+def _states(*spec: tuple[str, str, str]) -> list:
+    """States from (type, name, message), one second apart, given out of order."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.states import State, StateType
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    made = [
+        State(type=StateType(kind), name=name, message=msg, timestamp=t0 + timedelta(seconds=i))
+        for i, (kind, name, msg) in enumerate(spec)
+    ]
+    return made[::-1]
+
+
+LOST = "No heartbeat from this run: its worker or machine was lost."
+
+
+def test_a_failed_or_cancelled_run_rescheduled_by_the_automation_keeps_its_end() -> None:
+    from flows.alive import ended_state_to_restore
+
+    for kind, name in (("FAILED", "Failed"), ("CANCELLED", "Cancelled")):
+        history = _states(
+            ("SCHEDULED", "Scheduled", ""),
+            ("RUNNING", "Running", ""),
+            (kind, name, "why it ended"),
+            ("SCHEDULED", "AwaitingRetry", LOST),
+            ("PENDING", "Pending", ""),
+            ("RUNNING", "Running", ""),
+        )
+        kept = ended_state_to_restore(history)
+        assert kept is not None and (kept.type.value, kept.name) == (kind, name)
+        assert kept.message.startswith("why it ended (kept:")
+
+
+def test_a_lost_run_or_a_retry_asked_for_by_a_person_runs_again() -> None:
+    from flows.alive import ended_state_to_restore
+
+    lost_while_running = _states(
+        ("RUNNING", "Running", ""),
+        ("SCHEDULED", "AwaitingRetry", LOST),
+        ("RUNNING", "Running", ""),
+    )
+    retried_by_hand = _states(
+        ("FAILED", "Failed", "boom"),
+        ("SCHEDULED", "AwaitingRetry", "Retry from the UI"),
+        ("RUNNING", "Running", ""),
+    )
+    assert ended_state_to_restore(lost_while_running) is None
+    assert ended_state_to_restore(retried_by_hand) is None
+    assert ended_state_to_restore(_states(("RUNNING", "Running", ""))) is None

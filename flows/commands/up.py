@@ -82,7 +82,6 @@ def child_env(settings: Settings, layout: Layout) -> dict[str, str]:
         PREFECT_UI_API_URL=api,
         PREFECT_HOME=str(layout.prefect_home),
         PREFECT_RUNNER_POLL_FREQUENCY="1",
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(settings.heartbeat_s),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
         STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",

@@ -155,7 +155,7 @@ def supervise(args: argparse.Namespace, settings: Settings, slots: list[WorkerSl
     children = []
     for slot in slots:
         env = dict(os.environ)
-        env.update(slot.env(settings))
+        env.update(slot.env())
         spec = stack.ChildSpec(
             slot.worker_name,
             scaleout.worker_command(sys.executable, args.pool, slot),

@@ -30,4 +30,6 @@ def io_task_options() -> dict[str, Any]:
         "retry_delay_seconds": exponential_backoff(backoff_factor=settings.io_retry_delay_s),
         "retry_condition_fn": retry_on_infrastructure_fault,
         "cache_policy": NO_CACHE,
+        # The flow persists its result (see flows/stylize.py); tasks need not inherit that.
+        "persist_result": False,
     }

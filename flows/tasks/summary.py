@@ -21,7 +21,7 @@ RANDOM_BACKBONE_WARNING = (
 )
 
 
-@task(name="publish summary", cache_policy=NO_CACHE)
+@task(name="publish summary", cache_policy=NO_CACHE, persist_result=False)
 def publish_summary(record: dict[str, Any]) -> str:
     """Create the run's markdown artifact; returns the markdown."""
     markdown = render_summary(record, get_storage())

@@ -1,0 +1,122 @@
+"""Liveness of a ``stylize`` run, for the lost-run automation (deployments/recover-lost-runs.yaml).
+
+While the flow body runs, a thread sends a ``styledrop.run.alive`` event about the flow run
+every ``interval_s`` seconds; a run that stops sending them (its worker or machine died) is
+rescheduled by the automation and resumes from its checkpoint.
+
+Why not Prefect's own flow-run heartbeat: its thread runs until the process exits, and its
+events reach the server asynchronously, so a heartbeat can be processed after the run's final
+state. The automation then sees a fresh silence begin and, a window later, puts a finished run
+back in the queue (PrefectHQ/prefect#18653, #21932). Crashing a Completed run is refused by
+Prefect, but rescheduling one is allowed: the job would run twice. Our events stop, and are
+flushed to the server, before the flow returns. That narrows the race without closing it (the
+server takes a client's events and its own state changes by different paths; measured here: a
+completed run rescheduled all the same), so the flow also persists its result, which makes the
+server refuse to reschedule a Completed run, and ``state_before_false_reschedule`` ends a
+Failed or Cancelled run that was rescheduled anyway in its old state.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+ALIVE_EVENT = "styledrop.run.alive"
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def keep_alive(interval_s: float) -> Iterator[None]:
+    """Send ``styledrop.run.alive`` for the current flow run until the block ends; outside a
+    flow run (tests calling the body directly) it does nothing."""
+    from prefect.context import FlowRunContext
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx else None
+    if run is None:
+        yield
+        return
+    resource = {
+        "prefect.resource.id": f"prefect.flow-run.{run.id}",
+        "prefect.resource.name": run.name,
+    }
+    # The automation matches runs of `stylize` by this related resource, as Prefect's own
+    # flow-run events carry it.
+    related = [
+        {
+            "prefect.resource.id": f"prefect.flow.{run.flow_id}",
+            "prefect.resource.role": "flow",
+            "prefect.resource.name": ctx.flow.name if ctx.flow else "",
+        }
+    ]
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                emit_event(ALIVE_EVENT, resource=resource, related=related)
+            except Exception:  # noqa: BLE001 - a missed beat must not end the run
+                log.debug("could not send %s", ALIVE_EVENT, exc_info=True)
+            if stop.wait(interval_s):
+                return
+
+    # The context copy carries the flow run's settings (API URL) into the thread.
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(beat,), name="styledrop-alive", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        # Deliver what was sent before the final state is reported (see the module docstring).
+        EventsWorker.drain_all(timeout=30, at_exit=False)
+
+
+# The lost-run automation's message (deployments/recover-lost-runs.yaml; a test keeps them equal).
+RESCHEDULED_MESSAGE = "No heartbeat from this run"
+
+
+def state_before_false_reschedule() -> Any:
+    """The state to end this run in at once when the lost-run automation put it back in the
+    queue after it had already ended (a late event; see the module docstring); else None.
+
+    Completed runs are protected by the server (their result is persisted); a Failed, Crashed
+    or Cancelled run could still be rescheduled, and running it again would undo a refusal or
+    a cancellation. A person's "Retry" in the UI has another message and runs as asked."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.get_run_count() <= 1:
+        return None  # a first attempt: nothing to look back at (and no API call)
+    with get_client(sync_client=True) as client:
+        history = client.read_flow_run_states(flow_run.get_id())
+    return ended_state_to_restore(history)
+
+
+def ended_state_to_restore(history: list[Any]) -> Any:
+    """From a run's states: a copy of the final state that the automation's reschedule
+    interrupted, if the latest reschedule was the automation's and came after a final state."""
+    from prefect.states import State
+
+    states = sorted(history, key=lambda s: s.timestamp)
+    retries = [i for i, s in enumerate(states) if s.name == "AwaitingRetry"]
+    if not retries or retries[-1] == 0:
+        return None
+    reschedule, before = states[retries[-1]], states[retries[-1] - 1]
+    if not (reschedule.message or "").startswith(RESCHEDULED_MESSAGE) or not before.is_final():
+        return None
+    return State(
+        type=before.type,
+        name=before.name,
+        message=f"{before.message or before.name} (kept: the lost-run automation rescheduled "
+        "this run after it had ended; it was not run again)",
+    )
