@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./install.sh --test
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadfile --durations=25 "$@"
