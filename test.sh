@@ -2,7 +2,7 @@
 # Installs styledrop with its test dependencies into .venv, then lints and runs every test,
 # the slow end-to-end ones included. Extra arguments go to pytest (e.g. -m "not slow").
 # Two test processes (one per core), a test file each at a time: the end-to-end tests spend
-# much of their time waiting on servers and subprocesses (measured here: about 15 -> 10 minutes).
+# much of their time waiting on servers and subprocesses (measured here: about 15 -> 9 minutes).
 set -euo pipefail
 cd "$(dirname "$0")"
 ./install.sh --test
