@@ -272,16 +272,16 @@ def test_twelve_jobs_spread_over_two_workers_and_survive_a_lost_one(
     assert set(states.values()) == {"Completed"}, states
     jobs = {rid: job_of(cluster, rid) for rid in run_ids}
     assert len(set(jobs.values())) == 12, jobs
-    for rid, job in jobs.items():
-        record = cluster.read_json(f"_jobs/{job}/record.json")
+    records = {rid: cluster.read_json(f"_jobs/{job}/record.json") for rid, job in jobs.items()}
+    for rid, record in records.items():
         assert record and record["status"] == "completed", (rid, record)
         assert record["flow_run_id"] == rid  # computed by this run, not reused from another
-        assert cluster.exists(f"_jobs/{job}/result.png")
+        assert cluster.exists(f"_jobs/{jobs[rid]}/result.png")
 
     # Spread: both first workers ran jobs - the jobs they completed, and the victim's long one.
     by_worker: dict[str, int] = {}
-    for job in jobs.values():
-        name = worker_of(cluster.read_json(f"_jobs/{job}/record.json"))
+    for record in records.values():
+        name = worker_of(record)
         by_worker[name] = by_worker.get(name, 0) + 1
     assert {"w1", "w2"} <= set(by_worker) | {victim}, (victim, by_worker)
 
@@ -289,7 +289,7 @@ def test_twelve_jobs_spread_over_two_workers_and_survive_a_lost_one(
     # from its checkpoint on another worker, and done once.
     lost = runs[long_run]
     assert lost.run_count == 2, lost.run_count
-    record = cluster.read_json(f"_jobs/{jobs[long_run]}/record.json")
+    record = records[long_run]
     assert worker_of(record) != victim, record["worker"]
     assert record["resumed_from_step"] > 0, record
     assert record["steps"] == record["total_steps"], record
