@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout styledrop runs from (it is installed editable), home of styles/ and samples/.
@@ -170,6 +170,28 @@ class Settings(BaseSettings):
     )
     s3_webhook_port: int = Field(
         8520, ge=0, description="Port of `watch --s3`'s S3 notification webhook (on host); 0: none."
+    )
+    s3_webhook_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the webhook requires (`Authorization: Bearer <token>`, as "
+        "MinIO's MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN sends it); empty: none required.",
+    )
+    s3_queue_url: str = Field(
+        "",
+        description="SQS queue `watch --s3` reads S3 events from (S3 -> SQS, or through SNS or "
+        "EventBridge); empty: no queue.",
+    )
+    s3_queue_endpoint_url: str = Field(
+        "", description="SQS endpoint URL; empty means AWS itself (region from the queue URL)."
+    )
+    s3_queue_wait_s: int = Field(
+        20, ge=0, le=20, description="Long-poll wait of each read of the queue, in seconds."
+    )
+    s3_queue_rescan_s: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between listings of the bucket inbox while a queue brings its "
+        "events (the listing only catches lost events then).",
     )
 
     @property

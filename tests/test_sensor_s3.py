@@ -12,6 +12,7 @@ from uuid import UUID
 import httpx
 import pytest
 from conftest import free_port, make_image, wait_until
+from pydantic import SecretStr
 
 from flows import storage
 from flows.sensors.records import JobRecord
@@ -87,6 +88,32 @@ def test_webhook_accepts_posts_and_refuses_garbage(s3_settings: Settings) -> Non
         r = httpx.post(server.url, content=b"{oops", timeout=5)
         assert r.status_code == 400 and "not an S3 notification" in r.json()["error"]
         assert httpx.get(server.url, timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_webhook_token_is_required_when_set(s3_settings: Settings, caplog) -> None:
+    """MinIO sends MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN as `Authorization: Bearer <token>`; its
+    HEAD probe of the endpoint carries none and must still be answered."""
+    settings = s3_settings.model_copy(update={"s3_webhook_token": SecretStr("s3cr3t-t0ken")})
+    assert "s3cr3t-t0ken" not in repr(settings)
+    src = source("", settings)
+    server = NotificationServer("127.0.0.1", 0, src.handle_notification, settings.s3_webhook_token)
+    server.start()
+    body = {"Records": [record("ObjectCreated:Put", "inbox/t.png")]}
+    try:
+        with caplog.at_level("DEBUG", logger="styledrop"):
+            for auth in (None, "Bearer wrong", "s3cr3t-t0ken", "Bearer s3cr3t-t0ken2"):
+                headers = {"Authorization": auth} if auth else {}
+                r = httpx.post(server.url, json=body, headers=headers, timeout=5)
+                assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+            ok = {"Authorization": "Bearer s3cr3t-t0ken"}
+            r = httpx.post(server.url, json=body, headers=ok, timeout=5)
+            assert (r.status_code, r.json()) == (200, {"accepted": 1})
+            assert httpx.head(server.url, timeout=5).status_code == 200
+        assert "s3cr3t-t0ken" not in caplog.text
+        src.poll(0.0)
+        assert src.poll(1.0) == ["t.png"]  # only the authorised post was noted
     finally:
         server.stop()
 

@@ -1,7 +1,7 @@
 """The S3 inbox: new objects under ``<prefix>inbox/`` in a bucket (any S3-compatible store).
 
 Two ways in, one way through: S3 event notifications (``handle_notification``, fed by the
-webhook or by anything that reads a queue) and a periodic listing, which catches whatever
+webhook and by the SQS reader, ``sqs.py``) and a periodic listing, which catches whatever
 notification was never sent or got lost. Both only note the key; the sensor's worker takes it
 (copy to ``<prefix>processing/``, then delete the source). The second sighting of a key finds
 nothing left in inbox/, so a notification and a listing of the same object make one run.
@@ -12,16 +12,12 @@ Objects are complete once visible (S3 never shows a half upload), but a key is t
 
 from __future__ import annotations
 
-import json
-import logging
 import threading
 from typing import Any
-from urllib.parse import unquote_plus
 
 from flows.sensors.convention import is_job
+from flows.sensors.s3_events import ObjectEvent, parse
 from flows.sensors.store import INBOX, InboxStore
-
-log = logging.getLogger("styledrop.sensor")
 
 
 def s3_root(bucket: str, prefix: str) -> str:
@@ -48,37 +44,24 @@ class S3Inbox:
 
     # --- notifications (any thread) ---------------------------------------------------------
     def handle_notification(self, payload: dict[str, Any] | bytes | str) -> int:
-        """Accept an S3 event notification (``{"Records": [...]}``, as S3 sends to a queue or a
-        webhook, MinIO too); returns how many new inbox objects it named. Anything else
-        (a test event, other buckets or prefixes, deletions) is ignored. Raises ValueError
-        only for a payload that is not JSON."""
-        if isinstance(payload, bytes | str):
-            payload = json.loads(payload)
-        if not isinstance(payload, dict):
-            raise ValueError("an S3 notification is a JSON object with a 'Records' list")
+        """Accept an S3 event message in any form ``s3_events.parse`` knows (the webhook's
+        body, a queue message); returns how many new inbox objects it named. Events of other
+        buckets or prefixes, deletions and test events name none. Raises ``NotAnS3Event`` (a
+        ValueError) for a message that is no S3 event."""
         count = 0
-        for record in payload.get("Records") or []:
-            rel = self._inbox_rel(record)
+        for event in parse(payload):
+            rel = self._inbox_rel(event)
             if rel is not None:
                 self._note(rel)
                 count += 1
         return count
 
-    def _inbox_rel(self, record: Any) -> str | None:
-        try:
-            event = str(record.get("eventName", ""))
-            s3 = record["s3"]
-            bucket = s3["bucket"]["name"]
-            # Keys arrive URL-encoded, spaces as "+" (form encoding): "my+photo.jpg".
-            key = unquote_plus(s3["object"]["key"])
-        except (AttributeError, KeyError, TypeError):
-            log.warning("ignored a notification record without bucket/key: %.200r", record)
+    def _inbox_rel(self, event: ObjectEvent) -> str | None:
+        if not event.created or event.bucket != self.bucket:
             return None
-        if not event.removeprefix("s3:").startswith("ObjectCreated"):
+        if not event.key.startswith(self.inbox_prefix):
             return None
-        if bucket != self.bucket or not key.startswith(self.inbox_prefix):
-            return None
-        rel = key[len(self.inbox_prefix) :]
+        rel = event.key[len(self.inbox_prefix) :]
         return rel if is_job(rel) else None
 
     def _note(self, rel: str) -> None:

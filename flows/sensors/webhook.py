@@ -1,14 +1,17 @@
 """A tiny HTTP endpoint for S3 event notifications (S3-compatible stores such as MinIO post
-them to a webhook; a queue reader can post them here too). POST a notification JSON to any
-path: 200 with ``{"accepted": n}``; 400 for a body that is not JSON. GET answers 200 (health).
+them to a webhook; AWS cannot: it sends to a queue, see sqs.py). POST an event message
+(any form ``s3_events`` knows) to any path: 200 with ``{"accepted": n}``; 400 for a body that
+is no S3 event. GET and HEAD answer 200 (health; MinIO probes its targets with HEAD).
 
-It only hands the payload to ``handle`` (which notes keys and returns at once); the sensor's
-worker thread does the rest, so a slow Prefect never makes the sender wait or retry.
-Bound to loopback by default (settings.host): there is no authentication.
+With a token, a POST must carry ``Authorization: Bearer <token>`` (what MinIO sends for
+MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN), else 401. It only hands the payload to ``handle`` (which
+notes keys and returns at once); the sensor's worker thread does the rest, so a slow Prefect
+never makes the sender wait or retry.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
@@ -16,14 +19,19 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from pydantic import SecretStr
+
 log = logging.getLogger("styledrop.sensor")
 
 MAX_BODY = 1 << 20  # S3 notifications are small; refuse anything silly
 
 
 class NotificationServer:
-    def __init__(self, host: str, port: int, handle: Callable[[Any], int]) -> None:
-        handler = _handler_class(handle)
+    def __init__(
+        self, host: str, port: int, handle: Callable[[bytes], int], token: SecretStr | None = None
+    ) -> None:
+        secret = token.get_secret_value() if token is not None else ""
+        handler = _handler_class(handle, f"Bearer {secret}".encode() if secret else None)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -47,28 +55,43 @@ class NotificationServer:
             self._thread.join(5)
 
 
-def _handler_class(handle: Callable[[Any], int]) -> type[BaseHTTPRequestHandler]:
+def _handler_class(
+    handle: Callable[[bytes], int], authorization: bytes | None
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             self._reply(200, {"ok": True})
 
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def do_POST(self) -> None:  # noqa: N802
+            if authorization is not None:
+                given = (self.headers.get("Authorization") or "").strip().encode()
+                if not hmac.compare_digest(given, authorization):
+                    log.warning("webhook: refused a POST without the right bearer token")
+                    self._reply(401, {"error": "missing or wrong bearer token"}, bearer=True)
+                    return
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:
                 self._reply(413, {"error": f"body over {MAX_BODY} bytes"})
                 return
             body = self.rfile.read(length)
             try:
-                payload = json.loads(body or b"null")
-                accepted = handle(payload)
+                accepted = handle(body)
             except ValueError as exc:
+                log.warning("webhook: ignored a body that is no S3 event: %s", exc)
                 self._reply(400, {"error": f"not an S3 notification: {exc}"})
                 return
             self._reply(200, {"accepted": accepted})
 
-        def _reply(self, code: int, body: dict[str, Any]) -> None:
+        def _reply(self, code: int, body: dict[str, Any], bearer: bool = False) -> None:
             data = json.dumps(body).encode()
             self.send_response(code)
+            if bearer:
+                self.send_header("WWW-Authenticate", "Bearer")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
