@@ -107,6 +107,8 @@ class SqsSource:
             WaitTimeSeconds=self.wait_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
+        if self._stop.is_set():  # stopped meanwhile: the sensor no longer takes; they come back
+            return 0
         done = [
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
             for i, m in enumerate(reply.get("Messages", []))
