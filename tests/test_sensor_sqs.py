@@ -23,7 +23,7 @@ from conftest import wait_until
 from flows import storage
 from flows.sensors.records import JobRecord
 from flows.sensors.service import RunningSensor, start_s3_sensor
-from flows.sensors.sqs import SqsSource, sqs_client
+from flows.sensors.sqs import SqsSource, region_of, sqs_client
 from flows.sensors.submit import PrefectGateway
 from flows.settings import Settings
 
@@ -324,3 +324,33 @@ def test_garbage_neither_stops_the_sensor_nor_blocks_the_next_message(aws: Aws, 
         f"s3://{bucket}/processing/after.png",
         f"s3://{bucket}/processing/later.png",
     ]
+
+
+def test_a_queue_failure_backs_off_and_never_stops_the_listing(
+    aws: Aws, sensor, caplog: pytest.LogCaptureFixture
+) -> None:
+    bucket = "sqs-no-queue"
+    aws.s3.create_bucket(Bucket=bucket)
+    missing = f"{aws.endpoint}/123456789012/no-such-queue"
+    settings = settings_for(aws, bucket, missing).model_copy(update={"s3_queue_rescan_s": 0.5})
+    with caplog.at_level("WARNING", logger="styledrop.sensor"):
+        running = sensor(settings)
+        aws.s3.put_object(Bucket=bucket, Key="inbox/listed.png", Body=b"png bytes")
+        wait_until(lambda: submitted(settings, "listed.png"), EVENT_S, "listed.png taken")
+        wait_until(lambda: caplog.text.count("reading the queue failed") >= 2, EVENT_S, "retries")
+    assert "again in 1 s" in caplog.text and "again in 2 s" in caplog.text  # backing off
+    assert running.sqs is not None and running.sqs._thread.is_alive()
+    assert runs_of(bucket) == [f"s3://{bucket}/processing/listed.png"]
+
+
+@pytest.mark.parametrize(
+    ("url", "region"),
+    [
+        ("https://sqs.eu-west-1.amazonaws.com/123456789012/inbox", "eu-west-1"),
+        ("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/inbox", "cn-north-1"),
+        ("https://ap-south-1.queue.amazonaws.com/123456789012/inbox", "ap-south-1"),
+        ("http://127.0.0.1:9324/000000000000/inbox", None),  # elsewhere: the AWS chain
+    ],
+)
+def test_the_region_comes_from_the_queue_url(url: str, region: str | None) -> None:
+    assert region_of(url) == region
