@@ -169,3 +169,64 @@ def test_s3_inbox_end_to_end_with_notifications_and_listing(watch, s3: S3, tmp_p
         "processing/ to be empty",
     )
     assert not [k for k in fs.find(f"{root}inbox") if not k.endswith("/")]
+
+
+def test_s3_inbox_through_an_sqs_queue(watch, s3: S3, tmp_path: Path) -> None:
+    """`watch --s3` configured by the environment as inbox/README.md says for AWS: a bucket
+    notifying a queue, the listing effectively off. A boto3 upload becomes one real run."""
+    import boto3
+
+    from flows import storage
+
+    aws = dict(
+        endpoint_url=s3.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    sqs, s3api = boto3.client("sqs", **aws), boto3.client("s3", **aws)
+    queue = sqs.create_queue(QueueName="styledrop-e2e-inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    prefix = "queued/"
+    s3api.put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": arn["Attributes"]["QueueArn"],
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+                }
+            ]
+        },
+    )
+    watch(
+        "--s3",
+        STYLEDROP_S3_BUCKET=BUCKET,
+        STYLEDROP_S3_PREFIX=prefix,
+        STYLEDROP_S3_QUEUE_URL=queue,
+        STYLEDROP_S3_QUEUE_ENDPOINT_URL=s3.endpoint,
+        STYLEDROP_S3_QUEUE_RESCAN_S="3600",
+        STYLEDROP_S3_WEBHOOK_PORT="0",
+    ).start()
+    data = make_image(tmp_path / "q.png", seed=41).read_bytes()
+    s3api.put_object(Bucket=BUCKET, Key=f"{prefix}inbox/waves/queued photo.png", Body=data)
+
+    fs, _ = storage.filesystem(f"s3://{BUCKET}", s3.settings)
+    root = f"{BUCKET}/{prefix}"
+    # Taken from the queue, not by a listing (the next one is an hour away).
+    wait_until(lambda: not fs.exists(f"{root}inbox/waves/queued photo.png"), 60, "the upload taken")
+    wait_until(
+        lambda: fs.exists(f"{root}archive/waves/queued photo.png"), OUTCOME_S, "queued archived"
+    )
+    assert png_size(fs.cat_file(f"{root}outputs/waves/queued photo.png"))[0] == TINY["size"]
+    runs = inbox_runs(f"s3://{BUCKET}/{prefix}processing/")
+    assert [r.parameters["content"] for r in runs] == [
+        f"s3://{BUCKET}/{prefix}processing/waves/queued photo.png"
+    ]
+    attrs = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    assert (
+        attrs["ApproximateNumberOfMessages"]
+        == attrs["ApproximateNumberOfMessagesNotVisible"]
+        == "0"
+    )
