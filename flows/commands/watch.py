@@ -21,8 +21,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--s3",
         action="store_true",
-        help="watch s3://<s3_bucket>/<s3_prefix>inbox/ (listing + notification webhook) "
-        "instead of <data_dir>/inbox/",
+        help="watch s3://<s3_bucket>/<s3_prefix>inbox/ (S3 events from the SQS queue "
+        "s3_queue_url and the webhook, and a listing) instead of <data_dir>/inbox/",
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
