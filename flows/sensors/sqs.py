@@ -44,7 +44,7 @@ def sqs_client(
     try:
         return session.create_client(
             "sqs",
-            region_name=region_of(queue_url) or session.get_config_variable("region"),
+            region_name=region_of(queue_url),  # None: the session's (AWS_DEFAULT_REGION...)
             endpoint_url=endpoint_url or None,
             aws_access_key_id=key or None,
             aws_secret_access_key=secret or None,
@@ -58,6 +58,8 @@ def sqs_client(
 
 
 class SqsSource:
+    """Reads ``queue_url`` in a thread of its own until stopped (``start``/``stop``)."""
+
     def __init__(
         self,
         queue_url: str,
