@@ -114,7 +114,12 @@ def epoch(stamp: datetime) -> float:
 def run_jobs(deployment: str, n: int, args: argparse.Namespace, storage: Path) -> list[Job]:
     """Submit ``n`` jobs at once, wait for all, and read their timings."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
     from prefect.deployments import run_deployment
 
     from flows import jobs as layout
@@ -134,16 +139,21 @@ def run_jobs(deployment: str, n: int, args: argparse.Namespace, storage: Path) -
     with get_client(sync_client=True) as client:
 
         def all_final() -> list[Any] | None:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=n
-            )
+            runs = []
+            for i in range(0, n, 200):
+                chunk = FlowRunFilter(id=FlowRunFilterId(any_=ids[i : i + 200]))
+                runs += client.read_flow_runs(flow_run_filter=chunk, limit=200)
             return runs if len(runs) == n and all(r.state.is_final() for r in runs) else None
 
         runs = {str(r.id): r for r in wait_for(all_final, 120 + 600 * n, "all jobs to finish")}
-        tasks = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=50 * n
-        )
-    engine_tasks = {str(t.flow_run_id): t for t in tasks if t.name.startswith("stylize image")}
+        tasks = []
+        for i in range(0, n, 200):  # the API's page size
+            chunk = FlowRunFilter(id=FlowRunFilterId(any_=ids[i : i + 200]))
+            named = TaskRunFilter(name=TaskRunFilterName(like_="stylize image"))
+            tasks += client.read_task_runs(
+                flow_run_filter=chunk, task_run_filter=named, limit=200
+            )
+    engine_tasks = {str(t.flow_run_id): t for t in tasks}
     store = Storage(str(storage))
     for job in submitted:
         run = runs[job.run_id]

@@ -34,7 +34,7 @@ from typing import Any
 
 import anyio
 from prefect.client.schemas.objects import FlowRun
-from prefect.settings import PREFECT_WORKER_QUERY_SECONDS
+from prefect.settings import PREFECT_API_URL, PREFECT_WORKER_QUERY_SECONDS
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
 from flows.settings import Settings, get_settings
@@ -66,6 +66,7 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
         self.settings = settings or get_settings()
         self.active: dict[str, FlowRun] = {}  # flow run id -> run, while its thread runs
         self.gpu_broken = False
+        self._stylize_ids: set[Any] = set()  # flow ids known to be `stylize`
         self._wake = anyio.Event()
 
     async def run(
@@ -76,8 +77,11 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
     ) -> StyledropResult:
         from flows.stylize import stylize
 
-        flow = await self.client.read_flow(flow_run.flow_id)
-        if flow.name != stylize.name:
+        if flow_run.flow_id not in self._stylize_ids:
+            flow = await self.client.read_flow(flow_run.flow_id)
+            if flow.name == stylize.name:
+                self._stylize_ids.add(flow_run.flow_id)
+        if flow_run.flow_id not in self._stylize_ids:
             raise RuntimeError(
                 f"a styledrop worker runs only the {stylize.name!r} flow, not {flow.name!r}"
             )
@@ -86,7 +90,13 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
         run_id = str(flow_run.id)
         self.active[run_id] = flow_run
         try:
-            state = await in_thread(run_flow_thread, stylize, flow_run, name=f"run-{run_id[:8]}")
+            state = await in_thread(
+                run_flow_thread,
+                stylize,
+                flow_run,
+                PREFECT_API_URL.value(),
+                name=f"run-{run_id[:8]}",
+            )
         finally:
             self.active.pop(run_id, None)
             self._wake.set()  # ask for the next run now (the slot is free when run() returns)
@@ -197,11 +207,21 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
         future.set_result(result)
 
 
-def run_flow_thread(flow: Any, flow_run: FlowRun) -> Any:
+def run_flow_thread(flow: Any, flow_run: FlowRun, api_url: str | None) -> Any:
     """One flow run, start to final state, in this thread; returns the final state."""
+    import prefect.settings as ps
     from prefect.flow_engine import run_flow
 
-    return run_flow(flow, flow_run=flow_run, return_type="state")
+    updates = {
+        # The worker's API, which a new thread would not see if it came from a context.
+        ps.PREFECT_API_URL: api_url,
+        # Prefect's flow-run heartbeat thread sleeps in 1 s steps and is joined at the end of
+        # every run (half a second per job on average). The lost-run automation does not use
+        # it: runs send their own alive events (flows/alive.py).
+        ps.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+    }
+    with ps.temporary_settings(updates=updates):
+        return run_flow(flow, flow_run=flow_run, return_type="state")
 
 
 # --- the model, once per process ---------------------------------------------------------------
