@@ -204,9 +204,10 @@ def _window(automation: Any) -> int:
 
 
 def hand_back(runs: list[Any], reason: str) -> int:
-    """Put runs whose worker stopped before they finished back in the queue (AwaitingRetry) for another
-    worker; they resume from their checkpoints. Each keeps its original scheduled time, so it
-    is picked up before jobs submitted after it. Returns how many were handed back."""
+    """Put runs whose worker stopped before they finished back in the queue (AwaitingRetry)
+    for another worker; they resume from their checkpoints. Each keeps its original scheduled
+    time, so it is picked up before jobs submitted after it. Returns how many were handed
+    back."""
     from prefect.client.orchestration import get_client
     from prefect.states import AwaitingRetry
 
