@@ -125,7 +125,8 @@ def deployment_spec(path: Path = DEPLOYMENT_FILE) -> dict[str, Any]:
 
 def ensure_deployment(pool: str, *, update: bool) -> str:
     """Register `stylize/stylize` on ``pool`` from deployments/prefect.yaml when it is
-    missing or not on ``pool`` (with ``update``: always). Returns what was done, for the log."""
+    missing or on no pool (served, or made by hand); with ``update``: always. Returns what was
+    done, for the log."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
     from prefect.utilities.callables import parameter_schema
@@ -139,7 +140,12 @@ def ensure_deployment(pool: str, *, update: bool) -> str:
             existing = client.read_deployment_by_name(full_name)
         except ObjectNotFound:
             existing = None
-        if existing is not None and not update and existing.work_pool_name == pool:
+        if existing is not None and not update and existing.work_pool_name:
+            if existing.work_pool_name != pool:
+                return (
+                    f"deployment {full_name} exists on work pool {existing.work_pool_name!r}, "
+                    f"not {pool!r}: its runs go there (`--setup-only` moves it)"
+                )
             return f"deployment {full_name} exists"
         client.create_deployment(  # an upsert by flow and name
             flow_id=client.create_flow_from_name(stylize.name),

@@ -2,11 +2,14 @@
 `styledrop worker` as a process registers the pool and the deployment, runs each flow run in
 its own process (no subprocess) with progress, preview and summary artifacts; a cancel request
 ends a run Cancelled within seconds and the worker goes on with the next job. A run that fails
-with the GPU left unusable stops the worker with a non-zero exit code.
+with the GPU left unusable stops the worker with a non-zero exit code. Several GPUs: a worker
+process each, and never two workers on one GPU.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +27,7 @@ from prefect.states import Cancelling
 from test_flow_stylize import artifacts_of, client  # noqa: F401 - fixture
 
 from flows import jobs
-from flows.stack import descendants
+from flows.stack import descendants, pid_alive
 from flows.storage import Storage
 
 pytestmark = pytest.mark.slow
@@ -192,3 +195,45 @@ def test_a_failure_that_leaves_the_gpu_unusable_stops_the_worker(
     # It stopped instead of taking the next job.
     assert read_run(client, str(later.id)).state.is_scheduled()
     client.delete_flow_run(later.id)
+
+
+@pytest.mark.timeout(300)
+def test_one_worker_process_per_gpu_and_never_two_on_one_gpu(prefect_api, tmp_path: Path) -> None:
+    """`--gpus A,B` starts a child worker per GPU, each seeing only its own (no GPU here: the
+    ids are made up, so torch finds none and the children compute on the CPU), a second
+    worker for GPU A is refused, and SIGTERM stops them all."""
+    gpus = [f"t{os.getpid()}a", f"t{os.getpid()}b"]
+    env = prefect_api.env()
+    env.update(STYLEDROP_STORAGE=str(tmp_path / "out"), PYTHONUNBUFFERED="1")
+    log = tmp_path / "multi.log"
+    argv = [sys.executable, "-m", "flows.cli", "worker", "--pool", "multi-test"]
+    proc = subprocess.Popen(
+        [*argv, "--gpus", ",".join(gpus), "--name", "multi"],
+        env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: all(f"'multi-gpu{g}' ready" in log.read_text() for g in gpus)
+            or (proc.poll() is not None and pytest.fail(log.read_text())),
+            240, "both GPU workers to be ready", 0.5,
+        )  # fmt: skip
+        children = [p for p in descendants(proc.pid)]
+        assert len(children) == 2, log.read_text()
+        for child in children:
+            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            visible = [v for v in environ if v.startswith(b"CUDA_VISIBLE_DEVICES=")]
+            assert visible in ([f"CUDA_VISIBLE_DEVICES={g}".encode()] for g in gpus)
+
+        second = subprocess.run(
+            [*argv, "--gpus", gpus[0], "--name", "intruder"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert f"GPU {gpus[0]} already has a styledrop worker" in second.stdout
+
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(90) == 0, log.read_text()
+        assert not [p for p in children if pid_alive(p)]
+    finally:
+        stop_process(proc)
