@@ -45,6 +45,10 @@ HANDED_BACK_MESSAGE = (
     "checkpoint on the next free worker."
 )
 
+# Seconds a stopping worker waits for its running jobs to checkpoint (at their next engine step)
+# before it hands them back anyway.
+PARK_TIMEOUT_S = 30.0
+
 log = logging.getLogger("styledrop.worker")
 
 
@@ -132,11 +136,12 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
     async def _poll_until(self, stop: StopRequest) -> None:
         interval = PREFECT_WORKER_QUERY_SECONDS.value()
         while not stop.count and not self.gpu_broken:
+            # Before polling: a run that ends while we poll wakes the next poll at once.
+            self._wake = anyio.Event()
             try:
                 await self.get_and_submit_flow_runs()
             except Exception as exc:  # noqa: BLE001 - the server may be restarting
                 self._logger.warning("could not get flow runs: %s", exc)
-            self._wake = anyio.Event()
             with anyio.move_on_after(interval):
                 await stop.wait_or(self._wake)
 
@@ -166,7 +171,7 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
         progress.HAND_BACK.set()
         # A job in the engine checkpoints and parks within a step; one in another step (input
         # checks, writing its result) finishes it first or is handed back as it is.
-        deadline = time.monotonic() + max(30.0, 2 * self.settings.cancel_poll_s)
+        deadline = time.monotonic() + PARK_TIMEOUT_S
         while (set(self.active) - progress.PARKED) and time.monotonic() < deadline:
             await anyio.sleep(0.1)
         from flows.scaleout import hand_back
