@@ -20,7 +20,8 @@ throughput_ratio=<engine_s/wall_s>``.
 
 For comparison, in the same run (``--baseline-jobs``, default: as many; 0: none), the same jobs
 on Prefect's own process worker (`prefect worker start --type process`: a new Python process
-per flow run), on a process pool and a deployment of its own; its summary line comes first.
+per flow run), on a process pool and a deployment of its own, after the warm worker's; its
+summary line comes before the warm worker's.
 """
 
 from __future__ import annotations
@@ -239,9 +240,6 @@ def main() -> int:
 
         wait_for(lambda: httpx.get(f"{api}/health").status_code == 200, 120, "the server", server)
         load = os.getloadavg()[0]
-        if baseline_jobs:
-            lines.append(("Prefect's process worker (a process per run)",
-                          baseline(args, baseline_jobs, env, tmp, procs)))  # fmt: skip
         warm_env = {**env, "STYLEDROP_STORAGE": str(tmp / "warm")}
         log = tmp / "worker.log"
         worker = start(
@@ -250,8 +248,12 @@ def main() -> int:
         procs.append(worker)
         wait_for(lambda: "ready" in log.read_text(), 300, "the warm worker", worker)
         jobs = run_jobs("stylize/stylize", args.jobs, args, tmp / "warm")
-        lines.append(("warm styledrop worker", report("warm styledrop worker", jobs)))
+        warm = report("warm styledrop worker", jobs)
         stop(worker)
+        if baseline_jobs:
+            label = "Prefect's process worker (a process per run)"
+            lines.append((label, baseline(args, baseline_jobs, env, tmp, procs)))
+        lines.append(("warm styledrop worker", warm))
     finally:
         for proc in reversed(procs):
             stop(proc)

@@ -234,20 +234,19 @@ def run_flow_thread(flow: Any, flow_run: FlowRun, api_url: str | None) -> Any:
 
 def warm_up(settings: Settings, logger: Any = log) -> None:
     """Load the backbone into the engine's cache with the settings every run uses, by running
-    one tiny job; on a GPU at the default size, so cuDNN has chosen its algorithms for the
+    one small job; on a GPU at the default size, so cuDNN has chosen its algorithms for the
     scales of a default job before the first real one."""
     from PIL import Image
 
     import engine
     from engine.device import pick_device
 
-    device = pick_device(settings.device)
-    gpu = device.type == "cuda"
-    params = engine.StyleParams(
-        size=512 if gpu else 64,
-        iterations=2,
-        min_size=64 if not gpu else engine.StyleParams().min_size,
-    )
+    defaults = engine.StyleParams()
+    # A GPU: every scale of a default job (cuDNN autotunes per shape). A CPU: the first scale
+    # only (a step at 512 px costs seconds here).
+    gpu = pick_device(settings.device).type == "cuda"
+    size = defaults.size if gpu else defaults.min_size
+    params = engine.StyleParams(size=size, iterations=2)
     started = time.monotonic()
     content = Image.new("RGB", (params.size, params.size * 3 // 4), (120, 90, 60))
     style = Image.new("RGB", (params.size, params.size), (30, 60, 200))
