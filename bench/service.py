@@ -264,8 +264,18 @@ def main() -> int:
     )
     for label, line in lines[:-1]:
         print(f"{label}: {line}")
+    if baseline_jobs:
+        per_job = {label: wall_per_job(line) for label, line in lines}
+        base, ours = per_job.values()
+        print(f"wall s per job: process worker {base:.1f}, warm worker {ours:.1f} "
+              f"({base / ours:.1f}x the throughput)")  # fmt: skip
     print(lines[-1][1])
     return 0
+
+
+def wall_per_job(summary: str) -> float:
+    fields = dict(item.split("=") for item in summary.split())
+    return float(fields["wall_s"]) / int(fields["jobs"])
 
 
 def baseline(
