@@ -20,7 +20,13 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, make_image, stop_process, wait_until
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    TaskRunFilter,
+    TaskRunFilterName,
+)
 from prefect.client.schemas.filters import FlowRunFilterId as RunId
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling
@@ -122,6 +128,13 @@ def test_runs_execute_in_the_warm_process_with_their_artifacts(worker: Worker, c
         assert kinds["progress"][-1].data == 100
     assert not descendants(worker.proc.pid)
     assert worker.log.read_text().count("loaded on cpu") == 1  # the backbone, once
+    # Its limit (1): one job at a time, although both were waiting.
+    engine_runs = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=RunId(any_=run_ids)),
+        task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="stylize image")),
+    )
+    first, second = sorted((t.start_time, t.end_time) for t in engine_runs)
+    assert first[1] <= second[0], (first, second)
 
 
 def test_cancel_ends_the_run_cancelled_and_the_worker_goes_on(worker: Worker, client) -> None:  # noqa: F811
