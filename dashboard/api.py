@@ -139,7 +139,7 @@ class PrefectAPI:
             if "(404)" in str(exc):
                 raise APIError(
                     f"The deployment {FLOW_NAME}/{DEPLOYMENT_NAME} does not exist on "
-                    f"{self.api_url}. Start it with `styledrop serve` (or `styledrop up`)."
+                    f"{self.api_url}. Start `styledrop worker` (or `styledrop up`)."
                 ) from exc
             raise
         return str(data["id"])

@@ -10,11 +10,10 @@ import sys
 # name -> (module, one-line help). Each module provides register(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "stylize": ("flows.commands.stylize", "stylise one image on this machine (no server needed)"),
-    "serve": ("flows.commands.serve", "serve the stylize deployment from this process"),
     "watch": ("flows.commands.watch", "watch the inbox folder (or an S3 bucket) and submit jobs"),
     "dashboard": ("flows.commands.dashboard", "run the Streamlit dashboard and the file route"),
-    "up": ("flows.commands.up", "start the local stack: server, deployment, sensor, dashboard"),
-    "worker": ("flows.commands.worker", "run a Prefect work-pool worker for one GPU machine"),
+    "up": ("flows.commands.up", "start the local stack: server, worker, sensor, dashboard"),
+    "worker": ("flows.commands.worker", "run warm workers (one per GPU) for stylize runs"),
 }
 
 

@@ -109,7 +109,7 @@ def new_record(
     job: Job, flow_run_id: str, force: bool, worker: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """The record written when a run starts working on a job (status "running"). ``worker``
-    says where it runs (host, GPU slot): Prefect's worker label on a run can name a worker
+    says where it runs (host, worker name): Prefect's worker label on a run can name a worker
     that lost the race to submit it, so the record is where to look."""
     return {
         "job_id": job.job_id,

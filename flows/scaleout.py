@@ -1,14 +1,11 @@
-"""Running `stylize` on many GPU machines with Prefect's own machinery: a process work pool,
-one Prefect worker per GPU, a concurrency limit per GPU, and an automation that puts runs
+"""Running `stylize` on many GPU machines with Prefect's own machinery: a work pool of
+styledrop's worker type (``flows.worker``), one warm worker process per GPU, the
+`stylize/stylize` deployment from deployments/prefect.yaml, and an automation that puts runs
 lost with their worker or machine back in the queue.
 
-Per GPU, not per machine: each GPU gets its own Prefect worker process with
-``CUDA_VISIBLE_DEVICES`` set to that GPU alone, so every flow run it starts sees exactly one
-device (``cuda:0`` inside the run), and ``STYLEDROP_GPU_LIMIT`` naming that GPU's global
-concurrency limit, which the flow's ``flows.gpu.gpu_slot`` takes a slot of. The worker's
-``--limit`` keeps it from starting more runs than the GPU has slots; the limit guards the GPU
-against anything else started on it (a second worker by mistake, a restarted worker whose
-killed run still holds its lease).
+Per GPU, not per machine: each GPU gets its own worker process with ``CUDA_VISIBLE_DEVICES``
+set to that GPU alone, so every run it executes sees exactly one device (``cuda:0``), and the
+worker's limit (``--limit``, default 1) is how many jobs share it.
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from flows.settings import PROJECT_ROOT, Settings
 logger = logging.getLogger("styledrop.scaleout")
 
 RECOVERY_AUTOMATION_FILE = PROJECT_ROOT / "deployments" / "recover-lost-runs.yaml"
+DEPLOYMENT_FILE = PROJECT_ROOT / "deployments" / "prefect.yaml"
 CPU = "cpu"
 
 
@@ -52,72 +50,45 @@ def visible_gpus() -> list[str]:
 
 @dataclass(frozen=True)
 class WorkerSlot:
-    """One Prefect worker process: the device it owns and the names it goes by."""
+    """One worker process: the device it owns and the name it goes by."""
 
     worker_name: str  # Prefect worker name, shown on each flow run it starts
     gpu: str  # a CUDA_VISIBLE_DEVICES entry, or "cpu"
-    limit_name: str  # the global concurrency limit for this device
-    limit: int  # runs at once on this device (worker --limit = concurrency limit size)
+    limit: int  # runs at once on this device (the worker's limit)
 
     def env(self) -> dict[str, str]:
-        """What this worker (and so every flow run it starts) gets on top of our env."""
-        env = {
-            "STYLEDROP_GPU_LIMIT": self.limit_name,
-            "STYLEDROP_GPU_SLOTS": str(self.limit),
+        """What this worker's process gets on top of our environment."""
+        # Hide the other GPUs from it; a CPU worker hides all of them, so a CPU-only run never
+        # lands on a GPU another worker owns.
+        return {
+            "CUDA_VISIBLE_DEVICES": "" if self.gpu == CPU else self.gpu,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
         }
-        # Hide the other GPUs from this worker's runs; a CPU worker hides all of them, so a
-        # CPU-only run never lands on a GPU another worker owns.
-        env["CUDA_VISIBLE_DEVICES"] = "" if self.gpu == CPU else self.gpu
-        return env
 
 
 def default_name(settings: Settings) -> str:
     return settings.worker_name or socket.gethostname()
 
 
-def plan_workers(name: str, gpus: list[str], limit: int, settings: Settings) -> list[WorkerSlot]:
-    """One worker per GPU (``<name>-gpu<id>``, limit ``<gpu_limit>-<name>-<id>``); without a
-    GPU one CPU worker named ``<name>`` (limit ``<gpu_limit>-<name>-cpu``)."""
+def plan_workers(name: str, gpus: list[str], limit: int) -> list[WorkerSlot]:
+    """One worker per GPU (``<name>-gpu<id>``); without a GPU one CPU worker ``<name>``."""
     if not gpus:
-        return [WorkerSlot(name, CPU, f"{settings.gpu_limit}-{name}-{CPU}", limit)]
-    return [
-        WorkerSlot(f"{name}-gpu{gpu}", gpu, f"{settings.gpu_limit}-{name}-{gpu}", limit)
-        for gpu in gpus
-    ]
-
-
-def worker_command(python: str, pool: str, slot: WorkerSlot) -> list[str]:
-    return [
-        python,
-        "-m",
-        "prefect",
-        "worker",
-        "start",
-        "--pool",
-        pool,
-        "--type",
-        "process",
-        "--name",
-        slot.worker_name,
-        "--limit",
-        str(slot.limit),
-        # The pool is created by ensure_work_pool (with the process template) or by hand.
-        "--install-policy",
-        "never",
-    ]
+        return [WorkerSlot(name, CPU, limit)]
+    return [WorkerSlot(f"{name}-gpu{gpu}", gpu, limit) for gpu in gpus]
 
 
 # --- server-side setup (idempotent) ---------------------------------------------------------
 
 
 def ensure_work_pool(pool: str) -> bool:
-    """Create the process work pool ``pool`` if it does not exist; True when created."""
+    """Create the work pool ``pool`` of styledrop's worker type if it does not exist; True
+    when created."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-    from prefect.workers.process import ProcessWorker
+
+    from flows.worker import WORKER_TYPE, StyledropWorker
 
     with get_client(sync_client=True) as client:
         try:
@@ -125,33 +96,70 @@ def ensure_work_pool(pool: str) -> bool:
         except ObjectNotFound:
             existing = None
         if existing is not None:
-            if existing.type != "process":
-                logger.warning("work pool %s is of type %s, not process", pool, existing.type)
+            if existing.type != WORKER_TYPE:
+                raise ValueError(
+                    f"work pool {pool!r} is of type {existing.type!r}, not {WORKER_TYPE!r}: "
+                    "delete it (`prefect work-pool delete`) or set STYLEDROP_WORK_POOL"
+                )
             return False
         try:
             client.create_work_pool(
                 WorkPoolCreate(
                     name=pool,
-                    type="process",
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
-                    description="styledrop: one Prefect worker per GPU (`styledrop worker`)",
+                    type=WORKER_TYPE,
+                    base_job_template=StyledropWorker.get_default_base_job_template(),
+                    description="styledrop: one warm worker per GPU (`styledrop worker`)",
                 )
             )
         except ObjectAlreadyExists:  # another machine created it a moment ago
             return False
-    logger.info("created process work pool %s", pool)
+    logger.info("created work pool %s", pool)
     return True
 
 
-def ensure_slot_limits(slots: list[WorkerSlot], settings: Settings) -> None:
-    """The per-device concurrency limits, sized to the worker's limit (flows.gpu owns them)."""
-    from flows.gpu import ensure_gpu_limit
+def deployment_spec(path: Path = DEPLOYMENT_FILE) -> dict[str, Any]:
+    """The `stylize` deployment as deployments/prefect.yaml defines it."""
+    (spec,) = yaml.safe_load(path.read_text())["deployments"]
+    return spec
 
-    for slot in slots:
-        ensure_gpu_limit(
-            settings.model_copy(update={"gpu_limit": slot.limit_name, "gpu_slots": slot.limit}),
-            update=True,
+
+def ensure_deployment(pool: str, *, update: bool) -> str:
+    """Register `stylize/stylize` on ``pool`` from deployments/prefect.yaml when it is
+    missing or on no pool (served, or made by hand); with ``update``: always. Returns what was
+    done, for the log."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.stylize import stylize
+
+    spec = deployment_spec()
+    full_name = f"{stylize.name}/{spec['name']}"
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_deployment_by_name(full_name)
+        except ObjectNotFound:
+            existing = None
+        if existing is not None and not update and existing.work_pool_name:
+            if existing.work_pool_name != pool:
+                return (
+                    f"deployment {full_name} exists on work pool {existing.work_pool_name!r}, "
+                    f"not {pool!r}: its runs go there (`--setup-only` moves it)"
+                )
+            return f"deployment {full_name} exists"
+        client.create_deployment(  # an upsert by flow and name
+            flow_id=client.create_flow_from_name(stylize.name),
+            name=spec["name"],
+            entrypoint=spec["entrypoint"],
+            path=str(PROJECT_ROOT),
+            work_pool_name=pool,
+            work_queue_name=spec["work_pool"].get("work_queue_name"),
+            job_variables=spec["work_pool"].get("job_variables") or {},
+            tags=spec.get("tags") or [],
+            description=spec.get("description"),
+            parameter_openapi_schema=parameter_schema(stylize).model_dump_for_openapi(),
         )
+    return f"{'updated' if existing else 'created'} deployment {full_name} on pool {pool!r}"
 
 
 def recovery_automation_spec(settings: Settings, path: Path = RECOVERY_AUTOMATION_FILE) -> Any:
@@ -201,34 +209,11 @@ def _window(automation: Any) -> int:
 # --- handing runs back ----------------------------------------------------------------------
 
 
-def runs_held_by(pool: str, worker_names: set[str]) -> list[Any]:
-    """Flow runs of ``pool`` that the named workers started and that are not finished."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        WorkPoolFilter,
-        WorkPoolFilterName,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
-                )
-            ),
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
-        )
-    return [r for r in runs if (r.labels or {}).get("prefect.worker.name") in worker_names]
-
-
 def hand_back(runs: list[Any], reason: str) -> int:
-    """Put runs whose processes were stopped back in the queue (AwaitingRetry) for another
-    worker; they resume from their checkpoints. Each keeps its original scheduled time, so it
-    is picked up before jobs submitted after it. Returns how many were handed back."""
+    """Put runs whose worker stopped before they finished back in the queue (AwaitingRetry)
+    for another worker; they resume from their checkpoints. Each keeps its original scheduled
+    time, so it is picked up before jobs submitted after it. Returns how many were handed
+    back."""
     from prefect.client.orchestration import get_client
     from prefect.states import AwaitingRetry
 

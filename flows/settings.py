@@ -62,30 +62,15 @@ class Settings(BaseSettings):
 
     # --- flow behaviour -----------------------------------------------------------------
     gpu_slots: int = Field(
-        1, ge=1, description="Jobs that may run at once per GPU concurrency limit."
+        1, ge=1, description="Jobs a `styledrop worker` runs at once per GPU (its --limit)."
     )
     progress_interval_s: float = Field(2.0, gt=0, description="Seconds between progress updates.")
     preview_every: int = Field(50, ge=1, description="Steps between preview images.")
     checkpoint_interval_s: float = Field(
         120.0, gt=0, description="Seconds of work between engine checkpoints."
     )
-    gpu_limit: str = Field(
-        "styledrop-gpu", description="Name of the Prefect global concurrency limit for GPU slots."
-    )
-    gpu_lease_s: float = Field(
-        60.0,
-        ge=60,
-        description="Lease on a GPU slot, renewed while a job runs; a killed process's slot "
-        "comes back after at most this (+15 s). Prefect's minimum is 60.",
-    )
     cancel_poll_s: float = Field(
         2.0, gt=0, description="Seconds between checks of a running job for a cancel request."
-    )
-    serve_limit: int = Field(
-        4,
-        ge=1,
-        description="Flow runs `styledrop serve` starts at once (they queue for GPU slots; the "
-        "extra ones let reused and refused jobs finish without waiting).",
     )
     io_retries: int = Field(3, ge=0, description="Retries of storage reads/writes that failed.")
     io_retry_delay_s: float = Field(5.0, ge=0, description="Seconds before the first retry.")
@@ -122,7 +107,7 @@ class Settings(BaseSettings):
         "empty: <data_dir>/.styledrop/prefect.",
     )
     worker_name: str = Field(
-        "", description="Name of this machine's worker(s) and GPU limits; empty: the hostname."
+        "", description="Name of this machine's worker(s); empty: the hostname."
     )
     heartbeat_s: int = Field(
         10,
@@ -135,7 +120,7 @@ class Settings(BaseSettings):
         ge=10,
         description="A flow run of `stylize` silent this long (no alive event, no state change) "
         "is taken as lost with its worker or machine and rescheduled. Must exceed heartbeat_s "
-        "by more than 10 s, and the time a worker takes to start a run's process.",
+        "by more than 10 s.",
     )
     stop_timeout_s: float = Field(
         20.0, gt=0, description="Seconds `up` gives each process to stop before killing it."

@@ -1,10 +1,10 @@
 """The ``stylize`` flow: one image, one or more styles, one result - validated, observable,
 resumable, and never computed twice.
 
-    validate inputs -> (finished before? reuse it) -> GPU slot -> stylize image -> write result
+    validate inputs -> (finished before? reuse it) -> stylize image -> write result
     -> publish summary
 
-Deployment ``stylize/stylize`` (``styledrop serve`` or ``deployments/prefect.yaml``).
+Deployment ``stylize/stylize`` (``deployments/prefect.yaml``), run by ``styledrop worker``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
 from flows.alive import keep_alive, state_before_false_reschedule
-from flows.gpu import gpu_slot
 from flows.jobs import CANCELLED, Job, JobRejected
 from flows.settings import get_settings
 from flows.tasks.records import (
@@ -91,11 +90,7 @@ def stylize_job(
         return reuse_and_summarise(job, done, run_id)
 
     record = start_record(job, run_id, force)
-    with gpu_slot(settings, run_id):
-        # A duplicate of this job may have finished while this run waited for the GPU.
-        if not force and (done := find_completed_job(job.job_id)):
-            return reuse_and_summarise(job, done, run_id)
-        stylized = run_style_transfer(job, force)
+    stylized = run_style_transfer(job, force)
 
     if stylized.cancelled:
         end_record(record, CANCELLED, "cancelled on request")

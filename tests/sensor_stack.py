@@ -1,11 +1,11 @@
 """The stack the inbox end-to-end tests run against (test_sensor_e2e*.py): a real Prefect
-server (conftest), the real `stylize/stylize` deployment served by `styledrop serve` in a
+server (conftest), the real `stylize/stylize` deployment run by the warm `styledrop worker` in a
 subprocess, `styledrop watch` (and `watch --s3`) in a subprocess, real inotify, and a real S3
 HTTP API on loopback (moto's server) for the bucket inbox. Tiny images and options (random
 backbone, 40 px, 3 steps) keep each run to seconds; the runs still go through every part:
 sensor -> Prefect -> flow -> engine -> storage.
 
-Fixtures are module-scoped: each test module that imports them gets its own `styledrop serve`,
+Fixtures are module-scoped: each test module that imports them gets its own `styledrop worker`,
 so the modules can run in parallel (pytest-xdist, one file per process).
 """
 
@@ -50,7 +50,7 @@ def s3(s3_endpoint: str) -> S3:
 
 
 def base_env(server: PrefectServer, s3: S3, data_dir: Path) -> dict[str, str]:
-    env = server.env()  # PREFECT_API_URL, PREFECT_RUNNER_POLL_FREQUENCY=1, ...
+    env = server.env()  # PREFECT_API_URL, PREFECT_WORKER_QUERY_SECONDS=1, ...
     env.update(
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
@@ -87,16 +87,18 @@ def log_says(proc: subprocess.Popen, log: Path, text: str) -> bool:
 def served(
     prefect_api: PrefectServer, s3: S3, tmp_path_factory, request: pytest.FixtureRequest
 ) -> Iterator[PrefectServer]:
-    """`styledrop serve`: 4 runs at once, 2 GPU slots (CPU here), polling every second."""
-    home = tmp_path_factory.mktemp("serve")
-    log = ROOT / "test-artifacts" / f"{request.module.__name__}-serve.log"
+    """`styledrop worker` on the CPU: 2 runs at once, polling every second."""
+    home = tmp_path_factory.mktemp("worker")
+    log = ROOT / "test-artifacts" / f"{request.module.__name__}-worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"")
     proc = spawn(
-        ["serve", "--limit", "4", "--gpu-slots", "2"], base_env(prefect_api, s3, home), log
+        ["worker", "--gpus", "none", "--limit", "2", "--name", request.module.__name__],
+        base_env(prefect_api, s3, home),
+        log,
     )
     try:
-        wait_until(lambda: log_says(proc, log, "is being served"), 120, "`styledrop serve`", 0.5)
+        wait_until(lambda: log_says(proc, log, "ready"), 180, "`styledrop worker`", 0.5)
         yield prefect_api
     finally:
         stop_process(proc)

@@ -1,5 +1,5 @@
 """End to end in a real browser: headless Chromium drives the dashboard against the real stack
-(a Prefect server, `styledrop serve` and `styledrop dashboard` as subprocesses). Upload a photo,
+(a Prefect server, `styledrop worker` and `styledrop dashboard` as subprocesses). Upload a photo,
 pick a style, submit, watch the run finish, download the result and check it decodes.
 
 Screenshots of every step (and phone-width ones) land in test-artifacts/<test>/, with the
@@ -77,22 +77,22 @@ def stack(prefect_server: PrefectServer, tmp_path: Path, artifacts_dir: Path) ->
         STYLEDROP_PREVIEW_EVERY="2",
     )
     styledrop = [sys.executable, "-m", "flows.cli"]
-    serve_log, dash_log = artifacts_dir / "serve.log", artifacts_dir / "dashboard.log"
-    serve = start([*styledrop, "serve"], env, serve_log)
+    serve_log, dash_log = artifacts_dir / "worker.log", artifacts_dir / "dashboard.log"
+    worker_argv = [*styledrop, "worker", "--gpus", "none", "--name", "dashboard-e2e"]
+    serve = start(worker_argv, env, serve_log)
     dash = start([*styledrop, "dashboard"], env, dash_log)
     try:
 
         def deployment_ready() -> bool:
             alive(serve, serve_log)
-            r = httpx.get(f"{prefect_server.api_url}/deployments/name/stylize/stylize", timeout=5)
-            return r.status_code == 200
+            return "ready" in serve_log.read_text()
 
         def dashboard_ready() -> bool:
             alive(dash, dash_log)
             r = httpx.get(f"http://127.0.0.1:{dash_port}/_stcore/health", timeout=5)
             return r.status_code == 200
 
-        wait_until(deployment_ready, 120, "`styledrop serve` to register stylize/stylize", 0.5)
+        wait_until(deployment_ready, 180, "`styledrop worker` to be ready", 0.5)
         wait_until(dashboard_ready, 90, "`styledrop dashboard` to answer", 0.5)
         yield Stack(
             dashboard_url=f"http://127.0.0.1:{dash_port}",

@@ -155,7 +155,7 @@ def test_missing_deployment_says_how_to_start_it():
         return httpx.Response(404, json={"detail": "Deployment not found"})
 
     api = PrefectAPI("http://prefect.test/api", transport=httpx.MockTransport(handler))
-    with pytest.raises(APIError, match="styledrop serve"):
+    with pytest.raises(APIError, match="styledrop worker"):
         api.create_run({"content": "x"})
 
 

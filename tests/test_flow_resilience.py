@@ -1,9 +1,6 @@
 """Nothing lost: a run whose process is killed mid-job resumes from its checkpoint when the job
-is submitted again; a run served by `styledrop serve` and cancelled through the API stops,
-ends Cancelled and gives its GPU slot back.
-
-Both start real processes (a flow run killed with SIGKILL; Prefect's runner), so they are
-slow.
+is submitted again. It starts a real process (a flow run killed with SIGKILL), so it is slow.
+(Cancelling a run on the warm worker: tests/test_worker.py.)
 """
 
 from __future__ import annotations
@@ -19,12 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, make_image, stop_process, wait_until
-from prefect.deployments import run_deployment
-from prefect.states import Cancelling
 from test_flow_stylize import client, configure  # noqa: F401 - fixture
 
 from flows import jobs
-from flows.gpu import active_gpu_slots
 from flows.storage import Storage
 from flows.stylize import stylize
 
@@ -40,11 +34,7 @@ RUN_FLOW = (
 def test_a_killed_run_resumes_from_its_checkpoint(
     prefect_api, tmp_path, monkeypatch, artifacts_dir
 ) -> None:
-    # Checkpoint often; two GPU slots, because the killed process cannot hand its slot back
-    # (its lease expires only after settings.gpu_lease_s) and the resubmission needs one now.
-    settings = configure(
-        monkeypatch, tmp_path, STYLEDROP_CHECKPOINT_INTERVAL_S="0.3", STYLEDROP_GPU_SLOTS="2"
-    )
+    settings = configure(monkeypatch, tmp_path, STYLEDROP_CHECKPOINT_INTERVAL_S="0.3")
     store = Storage(settings.storage_root, settings)
     content = make_image(tmp_path / "photo.png", (48, 40), seed=5)
     style = make_image(tmp_path / "style.png", (48, 48), seed=6)
@@ -81,50 +71,3 @@ def test_a_killed_run_resumes_from_its_checkpoint(
     assert record["resumed_from_step"] >= saved["step"] > 0
     assert record["steps"] == record["total_steps"]
     assert store.exists(jobs.result_path(job_id))
-
-
-def test_cancelling_a_served_run_stops_it_and_frees_the_gpu_slot(
-    prefect_api, client, tmp_path, monkeypatch, artifacts_dir  # noqa: F811
-) -> None:
-    settings = configure(monkeypatch, tmp_path)
-    store = Storage(settings.storage_root, settings)
-    content = make_image(tmp_path / "photo.png", (48, 40), seed=7)
-    style = make_image(tmp_path / "style.png", (48, 48), seed=8)
-    log = artifacts_dir / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "serve"],
-            cwd=ROOT, env=prefect_api.env(), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_until(
-            lambda: "is being served" in log.read_text()
-            or (server.poll() is not None and pytest.fail(f"serve exited:\n{log.read_text()}")),
-            90, "styledrop serve to serve the deployment",
-        )
-        run = run_deployment(
-            "stylize/stylize",
-            parameters={
-                "content": str(content),
-                "styles": [str(style)],
-                "options": {"size": 48, "iterations": 100_000, "min_size": 48},
-            },
-            timeout=0,
-        )
-        wait_until(lambda: active_gpu_slots(settings) == 1, 120, "the run to hold the GPU slot")
-        wait_until(lambda: store.exists(jobs.run_link_path(str(run.id))), 30, "the run link")
-        job_id = store.read_json(jobs.run_link_path(str(run.id)))["job_id"]
-
-        client.set_flow_run_state(run.id, Cancelling())
-
-        wait_until(lambda: client.read_flow_run(run.id).state.is_cancelled(), 30,
-                   "the run to end Cancelled")
-        wait_until(lambda: active_gpu_slots(settings) == 0, 15, "the GPU slot to be released")
-        wait_until(
-            lambda: store.read_json(jobs.record_path(job_id))["status"] == "cancelled", 15,
-            "the job record to say cancelled",
-        )
-        assert not store.exists(jobs.result_path(job_id))
-    finally:
-        stop_process(server)

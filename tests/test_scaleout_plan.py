@@ -1,5 +1,6 @@
 """The pure parts of scale-out: which GPUs a machine serves, the names and environment of its
-workers, and the lost-run automation built from deployments/recover-lost-runs.yaml."""
+workers, the deployment from deployments/prefect.yaml and the lost-run automation built from
+deployments/recover-lost-runs.yaml."""
 
 from __future__ import annotations
 
@@ -29,37 +30,27 @@ def test_visible_gpus_follow_cuda_visible_devices(
     assert scaleout.visible_gpus() == expected
 
 
-def test_one_worker_per_gpu_each_owning_its_gpu_and_limit() -> None:
-    slots = scaleout.plan_workers("gpu-box", ["0", "3"], 2, Settings())
-    assert [(s.worker_name, s.limit_name, s.limit) for s in slots] == [
-        ("gpu-box-gpu0", "styledrop-gpu-gpu-box-0", 2),
-        ("gpu-box-gpu3", "styledrop-gpu-gpu-box-3", 2),
+def test_one_worker_per_gpu_each_owning_its_gpu() -> None:
+    slots = scaleout.plan_workers("gpu-box", ["0", "3"], 2)
+    assert [(s.worker_name, s.gpu, s.limit) for s in slots] == [
+        ("gpu-box-gpu0", "0", 2),
+        ("gpu-box-gpu3", "3", 2),
     ]
     env = slots[1].env()
     assert env["CUDA_VISIBLE_DEVICES"] == "3"
-    assert env["STYLEDROP_GPU_LIMIT"] == "styledrop-gpu-gpu-box-3"
-    assert env["STYLEDROP_GPU_SLOTS"] == "2"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
-    command = scaleout.worker_command("python", "pool", slots[1])
-    assert command[:5] == ["python", "-m", "prefect", "worker", "start"]
-    flags = dict(zip(command[5::2], command[6::2], strict=True))
-    assert flags == {
-        "--pool": "pool",
-        "--type": "process",
-        "--name": "gpu-box-gpu3",
-        "--limit": "2",
-        "--install-policy": "never",
-    }
 
 
 def test_without_a_gpu_one_cpu_worker_that_hides_every_gpu() -> None:
-    (slot,) = scaleout.plan_workers("laptop", [], 1, Settings())
-    assert (slot.worker_name, slot.gpu, slot.limit_name) == (
-        "laptop",
-        "cpu",
-        "styledrop-gpu-laptop-cpu",
-    )
+    (slot,) = scaleout.plan_workers("laptop", [], 1)
+    assert (slot.worker_name, slot.gpu, slot.limit) == ("laptop", "cpu", 1)
     assert slot.env()["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_the_deployment_comes_from_prefect_yaml_on_the_styledrop_pool_type() -> None:
+    spec = scaleout.deployment_spec()
+    assert spec["name"] == "stylize" and spec["entrypoint"] == "flows/stylize.py:stylize"
+    assert spec["work_pool"]["name"] == Settings().work_pool
 
 
 def test_the_recovery_automation_takes_its_window_from_the_settings() -> None:

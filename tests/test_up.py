@@ -1,4 +1,4 @@
-"""`styledrop up` end to end: the real server, serve, watch and dashboard as processes, the
+"""`styledrop up` end to end: the real server, worker, watch and dashboard as processes, the
 samples stylised through the inbox, the URLs answering, and Ctrl-C leaving nothing behind."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_up_stylises_the_samples_and_ctrl_c_stops_everything(
         )
         samples_done = time.monotonic() - started
         status = json.loads((data / ".styledrop" / "up.json").read_text())
-        assert set(status["children"]) == {"prefect-server", "serve", "watch", "dashboard"}
+        assert set(status["children"]) == {"prefect-server", "worker", "watch", "dashboard"}
         urls = status["urls"]
 
         # What `up` printed answers.

@@ -1,7 +1,7 @@
 """`styledrop up`: the whole service on this machine, nothing outside it needed.
 
     Prefect server (SQLite in <data_dir>/.styledrop/prefect)
-      -> `styledrop serve`      the stylize/stylize deployment
+      -> `styledrop worker`     the warm worker (model loaded once) for stylize/stylize
       -> `styledrop watch`      <data_dir>/inbox/ -> outputs/
       -> `styledrop dashboard`  Streamlit + the read-only file route
 
@@ -26,8 +26,6 @@ import time
 from flows import stack
 from flows.samples import sample_outcome, seed_samples
 from flows.settings import Settings, get_settings
-
-DEPLOYMENT = "stylize/stylize"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +79,8 @@ def child_env(settings: Settings, layout: Layout) -> dict[str, str]:
         PREFECT_API_URL=api,
         PREFECT_UI_API_URL=api,
         PREFECT_HOME=str(layout.prefect_home),
-        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        # The worker's poll for new runs (a run that ends asks for the next one at once).
+        PREFECT_WORKER_QUERY_SECONDS="1",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
         STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
@@ -134,11 +133,12 @@ def plan(settings: Settings, layout: Layout) -> tuple[stack.ChildSpec, list[stac
         )
 
     others = [
+        # It registers the deployment and the pool, then loads the model: ready once it polls.
         stack.ChildSpec(
-            "serve",
-            [*styledrop, "serve"],
+            "worker",
+            [*styledrop, "worker"],
             env,
-            ready=lambda: ok(f"{api}/deployments/name/{DEPLOYMENT}"),
+            ready=lambda: worker_online(api, settings.work_pool),
         ),
         # The sensor lists the inbox's backlog when it starts: being alive is enough.
         stack.ChildSpec("watch", [*styledrop, "watch"], env),
@@ -159,6 +159,13 @@ def plan(settings: Settings, layout: Layout) -> tuple[stack.ChildSpec, list[stac
         ),
     ]
     return server, others
+
+
+def worker_online(api: str, pool: str) -> bool:
+    import httpx
+
+    workers = httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}, timeout=2)
+    return workers.status_code == 200 and any(w["status"] == "ONLINE" for w in workers.json())
 
 
 # --- before starting ------------------------------------------------------------------------
@@ -325,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
         say("starting the Prefect server...")
         start_all([server], layout, children, stop, args.timeout)
         say(install_recovery(settings, layout))
-        say("starting serve, watch and the dashboard...")
+        say("starting the worker, watch and the dashboard...")
         start_all(others, layout, children, stop, args.timeout)
         urls = print_urls(settings, layout)
         write_status(layout, children, urls)

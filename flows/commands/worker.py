@@ -1,20 +1,22 @@
-"""`styledrop worker`: this machine's share of a work pool - one Prefect process worker per
-GPU, each owning its GPU (see ``flows.scaleout``), all pointed at a shared Prefect server
-(PREFECT_API_URL) and shared storage (STYLEDROP_STORAGE=s3://...).
+"""`styledrop worker`: this machine's share of a work pool - one warm styledrop worker per GPU
+(``flows.worker``: the model loaded once, each flow run in a thread of the worker's process),
+all pointed at a shared Prefect server (PREFECT_API_URL) and shared storage
+(STYLEDROP_STORAGE=s3://...). `styledrop up` runs the same worker locally.
 
-At start it makes sure the pool, the lost-run automation and this machine's per-GPU
-concurrency limits exist (idempotent). ``--setup-only`` is the administrator's one-time step:
-the pool and the automation (created or updated to this machine's settings), then exit.
+At start it makes sure the pool (of styledrop's worker type), the `stylize/stylize`
+deployment (deployments/prefect.yaml) and the lost-run automation exist (idempotent).
+``--setup-only`` is the administrator's one-time step: all three created or updated to this
+checkout and these settings, then exit.
 
-Stopping (SIGTERM or Ctrl-C): the Prefect workers stop taking runs at once (they are frozen,
-see ``drain``); running jobs get ``--grace`` seconds to finish. Then - or at a second signal -
-the workers and their flow-run processes are stopped and the unfinished runs handed back to the
-pool (AwaitingRetry), where another worker resumes them from their checkpoints. A machine that
-dies without any of this is covered by the lost-run automation, only later
-(STYLEDROP_LOST_RUN_AFTER_S).
+With one device (a CPU machine, one GPU, or ``--gpus ID``) the worker runs in this process;
+with several, one child process per GPU (`styledrop worker --gpus ID`), each seeing only its
+GPU. Stopping (SIGTERM or Ctrl-C, passed on to the children): no new jobs; running ones get
+``--grace`` seconds to finish, then are checkpointed and handed back to the pool; a second
+signal hands them back at once. A machine that dies without any of this is covered by the
+lost-run automation, only later (STYLEDROP_LOST_RUN_AFTER_S).
 
-Decision: a Prefect worker that dies on its own stops the whole command (exit 1), like `up`;
-the service manager running `styledrop worker` restarts it.
+Decision: a worker that dies on its own (a CUDA error: exit 1) stops the whole command with
+its exit code, after stopping the others gracefully; the service manager restarts it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flows import stack
@@ -68,8 +72,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--setup-only",
         action="store_true",
-        help="create the work pool if missing and create or update the lost-run automation "
-        "(STYLEDROP_LOST_RUN_AFTER_S), then exit: the one-time step for a new server",
+        help="create or update the work pool, the stylize/stylize deployment and the lost-run "
+        "automation (STYLEDROP_LOST_RUN_AFTER_S), then exit: the one-time step for a new server",
     )
 
 
@@ -99,31 +103,32 @@ def setup_and_supervise(args: argparse.Namespace, settings: Settings, api: str) 
 
     name = args.name or scaleout.default_name(settings)
     gpus = parse_gpus(args.gpus) if args.gpus is not None else scaleout.visible_gpus()
-    slots = scaleout.plan_workers(name, gpus, args.limit, settings)
+    slots = scaleout.plan_workers(name, gpus, args.limit)
     say(f"Prefect API {api}; storage {settings.storage_root}")
     try:
         if scaleout.ensure_work_pool(args.pool):
             say(f"created work pool {args.pool!r}")
+        say(scaleout.ensure_deployment(args.pool, update=args.setup_only))
         say(scaleout.ensure_recovery_automation(settings, update=args.setup_only))
-        if args.setup_only:
-            return 0
-        # This machine's limits only when it works: an admin's --setup-only has no GPUs.
-        scaleout.ensure_slot_limits(slots, settings)
     except Exception as exc:  # noqa: BLE001 - one readable line, not a traceback
         say(f"error: cannot set up on {api}: {exc}")
         return 1
+    if args.setup_only:
+        return 0
     if not settings.storage_root.startswith(("s3://", "s3a://")):
         say(
             "note: storage is a local folder; with several machines set STYLEDROP_STORAGE to a "
             "shared s3:// root"
         )
-    return supervise(args, settings, slots)
+    if len(slots) == 1:
+        return run_here(args, slots[0])
+    return supervise(args, name, slots)
 
 
 def api_url(settings: Settings) -> str:
     """The configured Prefect API (PREFECT_API_URL or the active profile), else the local
     `up` server's - never a temporary server that would vanish with this process. Put in our
-    environment too, for the Prefect workers and their runs."""
+    environment too, for the child workers."""
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url or f"{settings.prefect_ui_url}/api"
@@ -137,98 +142,71 @@ def parse_gpus(text: str) -> list[str]:
     return [g.strip() for g in text.split(",") if g.strip()]
 
 
-def supervise(args: argparse.Namespace, settings: Settings, slots: list[WorkerSlot]) -> int:
+def run_here(args: argparse.Namespace, slot: WorkerSlot) -> int:
+    """One worker in this process, owning ``slot``'s device."""
     from flows import scaleout
+    from flows.worker import serve_worker
 
+    # Before anything initialises CUDA in this process.
+    os.environ.update(slot.env())
+    lock = None
+    if slot.gpu != scaleout.CPU:
+        # Two workers on one GPU would exceed its limit: one per GPU on this machine.
+        lock = stack.StackLock(Path(tempfile.gettempdir()) / f"styledrop-gpu-{slot.gpu}.lock")
+        holder = lock.acquire()
+        if holder is not None:
+            say(f"error: GPU {slot.gpu} already has a styledrop worker (pid {holder or '?'})")
+            return 1
+    device = "CPU" if slot.gpu == scaleout.CPU else f"GPU {slot.gpu}"
+    say(f"worker {slot.worker_name!r} on pool {args.pool!r}: {device}, {slot.limit} job(s) at once")
+    try:
+        return serve_worker(args.pool, slot.worker_name, slot.limit, args.grace)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def supervise(args: argparse.Namespace, name: str, slots: list[WorkerSlot]) -> int:
+    """One child `styledrop worker --gpus ID` per GPU; signals are passed on to them."""
     stop_requests: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
         stop_requests.append(signum)
-        if len(stop_requests) == 1:
-            say(f"{signal.Signals(signum).name}: no new jobs; finishing running ones")
-        elif len(stop_requests) == 2:
-            say("second signal: stopping running jobs now and handing them back")
+        for child in children:
+            stack.signal_pid(child.pid, signum)
 
+    children: list[stack.Child] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-
-    children = []
     for slot in slots:
-        env = dict(os.environ)
-        env.update(slot.env())
-        spec = stack.ChildSpec(
-            slot.worker_name,
-            scaleout.worker_command(sys.executable, args.pool, slot),
-            env,
-            # We may have frozen it (see drain): only SIGKILL ends a stopped process.
-            parent_death_signal=signal.SIGKILL,
-        )
-        children.append(stack.start_child(spec, log_dir=None))
-        device = "CPU" if slot.gpu == scaleout.CPU else f"GPU {slot.gpu}"
-        say(
-            f"worker {slot.worker_name!r} on pool {args.pool!r}: {device}, {slot.limit} job(s) "
-            f"at once, concurrency limit {slot.limit_name!r}"
-        )
+        argv = [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "worker",
+            "--gpus",
+            slot.gpu,
+            "--name",
+            name,
+            "--pool",
+            args.pool,
+            "--limit",
+            str(slot.limit),
+            "--grace",
+            str(args.grace),
+        ]
+        env = {**os.environ, **slot.env()}
+        children.append(stack.start_child(stack.ChildSpec(slot.worker_name, argv, env), None))
 
     code = 0
-    while not stop_requests:
+    while any(c.alive() for c in children):
         for child in children:
-            child.remember_descendants()
-            if not child.alive():
-                say(f"error: Prefect worker {child.name} exited (code {child.proc.returncode})")
-                stop_requests.append(0)
-                code = 1
+            if not child.alive() and child.proc.returncode and not stop_requests:
+                say(
+                    f"error: worker {child.name} exited (code {child.proc.returncode}); "
+                    "stopping the others"
+                )
+                code = child.proc.returncode
+                on_signal(signal.SIGTERM, None)
         time.sleep(0.5)
-    drain(children, args.grace, stop_requests)
-    held = stop_workers(children, args.pool, {s.worker_name for s in slots})
-    if held:
-        say(f"handed {held} unfinished run(s) back to the pool")
-    return code
-
-
-def drain(children: list[stack.Child], grace: float, stop_requests: list[int]) -> None:
-    """Stop the Prefect workers taking runs, and give the runs they started ``grace`` seconds
-    (or until a second signal) to finish.
-
-    Not with the worker's own SIGINT: a Prefect process worker then exits within a second and
-    kills its flow-run processes, leaving their runs Running. Frozen with SIGSTOP it polls no
-    more, while its runs - processes in sessions of their own - carry on and report their own
-    end to the server. (A frozen worker stops relaying its runs' console output; a run would
-    only block on that pipe after 64 KiB, far more than a job prints in a grace period, and
-    its logs still reach the Prefect API.)
-    """
-    asked = len(stop_requests)
-    for child in children:
-        child.remember_descendants()
-        stack.signal_pid(child.pid, signal.SIGSTOP)
-    deadline = time.monotonic() + grace
-    while runs_alive(children) and time.monotonic() < deadline:
-        if len(stop_requests) > asked:
-            return
-        time.sleep(0.2)
-
-
-def runs_alive(children: list[stack.Child]) -> bool:
-    """Is any process a Prefect worker started (a flow run) still running?"""
-    for child in children:
-        child.remember_descendants()
-    return any(stack.pid_alive(p) for c in children for p in c.seen)
-
-
-def stop_workers(children: list[stack.Child], pool: str, names: set[str]) -> int:
-    """Kill what is left (workers first, so none reports its runs Crashed; SIGKILL also ends
-    a stopped process), then hand the runs they held and did not finish back to the pool.
-    Returns how many were handed back."""
-    from flows import scaleout
-
-    stack.kill_now(children)
-    try:
-        runs = scaleout.runs_held_by(pool, names)
-        return scaleout.hand_back(
-            runs,
-            "Its worker was stopped before the job finished; rescheduled, it resumes from its "
-            "last checkpoint on the next free worker.",
-        )
-    except Exception as exc:  # noqa: BLE001 - the lost-run automation is the fallback
-        say(f"could not hand runs back ({exc}); the lost-run automation will reschedule them")
-        return 0
+    return code or max((c.proc.returncode or 0) for c in children)

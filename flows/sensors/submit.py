@@ -80,10 +80,10 @@ class PrefectGateway:
                 as_subflow=False,
             )
         except ObjectNotFound as exc:
-            # Usually the serving process has not registered the deployment yet.
+            # Usually no worker has registered the deployment yet.
             raise SubmitError(
-                f"deployment {self.deployment!r} not found: is `styledrop serve` (or a worker "
-                "deployment) up?",
+                f"deployment {self.deployment!r} not found: is a `styledrop worker` (or "
+                "`styledrop up`) running?",
                 retryable=True,
             ) from exc
         except httpx.HTTPStatusError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from typing import Any
 
@@ -29,6 +30,12 @@ from flows.settings import Settings
 from flows.storage import Storage
 
 CHECKPOINT_FORMAT = "styledrop.flow.checkpoint/1"
+
+# Set by the warm worker (flows.worker) when it stops with jobs still running: each job writes
+# a checkpoint at its next step and parks its thread, so that the worker can hand the run back
+# to the pool without the flow reporting an end of its own; the process then exits.
+HAND_BACK = threading.Event()
+PARKED: set[str] = set()  # flow run ids checkpointed and parked
 
 
 class Every:
@@ -92,6 +99,8 @@ class JobMonitor:
         )
 
     def __call__(self, progress: engine.Progress) -> bool | None:
+        if HAND_BACK.is_set():
+            self.park(progress)
         if self.progress_due.due():
             self.report(progress)
         if progress.step - self.last_preview_step >= self.settings.preview_every:
@@ -106,6 +115,13 @@ class JobMonitor:
             self.write_checkpoint(progress)
             return engine.STOP
         return None
+
+    def park(self, progress: engine.Progress) -> None:
+        """Checkpoint, then wait for the process to end (see HAND_BACK): never returns."""
+        self.logger.info("worker stopping at %s: checkpoint, then handed back", describe(progress))
+        self.write_checkpoint(progress)
+        PARKED.add(str(self.flow_run_id))
+        threading.Event().wait()
 
     # --- side effects ----------------------------------------------------------------------
 

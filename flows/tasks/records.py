@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,8 @@ def find_completed_job(job_id: str) -> dict[str, Any] | None:
 
 @task(name="start job record", **io_task_options())
 def start_record(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any]:
-    settings = get_settings()
-    worker = {"host": socket.gethostname(), "gpu_limit": settings.gpu_limit}
+    # The Prefect worker running this flow run (flows.worker) names itself in the environment.
+    worker = {"host": socket.gethostname(), "name": os.environ.get("PREFECT__WORKER_NAME", "")}
     record = jobs.new_record(job, flow_run_id or "", force, worker)
     get_storage().write_json(jobs.record_path(job.job_id), record)
     return record
