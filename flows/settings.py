@@ -104,13 +104,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface the local stack binds to.")
     prefect_port: int = Field(4200, description="Port of the Prefect server started by `up`.")
     dashboard_port: int = Field(8501, description="Port of the Streamlit dashboard.")
-    files_port: int = Field(8510, description="Port of the read-only file route (previews).")
     dashboard_refresh_s: float = Field(
         3.0, gt=0, description="Seconds between the dashboard's automatic refreshes of runs."
-    )
-    public_files_url: str = Field(
-        "",
-        description="Base URL a browser uses for files in storage; empty: http://<host>:<files_port>.",
     )
     settle_s: float = Field(1.0, gt=0, description="Seconds a dropped file's size must hold still.")
     work_pool: str = Field("styledrop-gpu", description="Prefect work pool for `styledrop worker`.")
@@ -178,7 +173,8 @@ class Settings(BaseSettings):
 
     @property
     def files_url(self) -> str:
-        return (self.public_files_url or f"http://{self.host}:{self.files_port}").rstrip("/")
+        """Where a browser finds files of local storage: the dashboard's own file route."""
+        return f"http://{self.host}:{self.dashboard_port}/files"
 
     @property
     def prefect_ui_url(self) -> str:

@@ -38,7 +38,8 @@ from flows.storage import Storage
 from flows.stylize import stylize
 
 FAST = {"size": 48, "iterations": 8, "min_size": 48}  # one scale, 8 steps
-FILES_URL = "http://files.test:8510"
+# Previews are served by the dashboard: http://<host>:<dashboard_port>/files/<path>.
+FILES_URL = "http://files.test:8599/files"
 
 
 def configure(mp: pytest.MonkeyPatch, root: Path, **extra: str) -> Settings:
@@ -51,7 +52,8 @@ def configure(mp: pytest.MonkeyPatch, root: Path, **extra: str) -> Settings:
         "STYLEDROP_PROGRESS_INTERVAL_S": "0.3",
         "STYLEDROP_CANCEL_POLL_S": "0.5",
         "STYLEDROP_HEARTBEAT_S": "1",
-        "STYLEDROP_PUBLIC_FILES_URL": FILES_URL,
+        "STYLEDROP_HOST": "files.test",
+        "STYLEDROP_DASHBOARD_PORT": "8599",
         **extra,
     }
     for key, value in env.items():
