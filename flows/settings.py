@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout styledrop runs from (it is installed editable), home of styles/ and samples/.
@@ -140,6 +140,24 @@ class Settings(BaseSettings):
         ge=0,
         description="After SIGTERM, seconds `styledrop worker` lets running jobs finish before "
         "stopping them and handing them back to the pool (they resume from their checkpoint).",
+    )
+
+    # --- alerts (Prefect automations + a notification block, flows/alerts.py) ---------------
+    alert_webhook_url: SecretStr = Field(
+        SecretStr(""),
+        description="URL the alerts are POSTed to as JSON (`subject`, `body`, and `text` for "
+        "Slack-style hooks), through a Prefect notification block; empty: no alerts.",
+    )
+    alert_failures: int = Field(
+        3, ge=1, description="Alert when this many stylize runs fail or crash within the window."
+    )
+    alert_failure_window_s: int = Field(
+        600, ge=10, description="The window (seconds) for `STYLEDROP_ALERT_FAILURES`."
+    )
+    alert_wait_s: int = Field(
+        900,
+        ge=10,
+        description="Alert when a stylize run has waited this long (seconds) to start.",
     )
 
     # --- inbox sensors (`styledrop watch`) ---------------------------------------------------

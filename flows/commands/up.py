@@ -261,6 +261,17 @@ def install_recovery(settings: Settings, layout: Layout) -> str:
         return f"could not install the lost-run automation: {exc}"
 
 
+def install_alerts(settings: Settings) -> str:
+    """The alert automations (flows/alerts.py) on our server, after install_recovery pointed
+    this process at it. Best effort: the stack works without them."""
+    try:
+        from flows.alerts import setup_alerts
+
+        return setup_alerts(settings)
+    except Exception as exc:  # noqa: BLE001
+        return f"could not set up the alerts: {exc}"
+
+
 def write_status(layout: Layout, children: list[stack.Child], urls: dict[str, str]) -> None:
     status = {
         "pid": os.getpid(),
@@ -317,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
         say("starting the Prefect server...")
         start_all([server], layout, children, stop, args.timeout)
         say(install_recovery(settings, layout))
+        say(install_alerts(settings))
         say("starting serve, watch and the dashboard...")
         start_all(others, layout, children, stop, args.timeout)
         urls = print_urls(settings, layout)

@@ -68,8 +68,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--setup-only",
         action="store_true",
-        help="create the work pool if missing and create or update the lost-run automation "
-        "(STYLEDROP_LOST_RUN_AFTER_S), then exit: the one-time step for a new server",
+        help="create the work pool if missing, create or update the lost-run automation "
+        "(STYLEDROP_LOST_RUN_AFTER_S) and the alerts (STYLEDROP_ALERT_*), then exit: the "
+        "one-time step for a new server",
     )
 
 
@@ -106,6 +107,9 @@ def setup_and_supervise(args: argparse.Namespace, settings: Settings, api: str) 
             say(f"created work pool {args.pool!r}")
         say(scaleout.ensure_recovery_automation(settings, update=args.setup_only))
         if args.setup_only:
+            from flows.alerts import setup_alerts
+
+            say(setup_alerts(settings))
             return 0
         # This machine's limits only when it works: an admin's --setup-only has no GPUs.
         scaleout.ensure_slot_limits(slots, settings)
