@@ -120,3 +120,44 @@ def test_only_get_and_head(base_url: str, method: str, files_root: Path):
     assert r.status_code == 405
     assert r.headers["allow"] == "GET, HEAD"
     assert (files_root / "_jobs" / "abc" / "result.png").read_bytes() == b"\x89PNG-bytes"
+
+
+def test_styledrop_dashboard_serves_pages_and_files_on_one_port(tmp_path: Path):
+    """`styledrop dashboard` (Streamlit's server with the route added): the app, a file from
+    the storage root under /files/ on the same port, and a clean exit on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    storage = tmp_path / "outputs"
+    (storage / "_jobs" / "j").mkdir(parents=True)
+    (storage / "_jobs" / "j" / "preview.jpg").write_bytes(b"\xff\xd8preview")
+    port = free_port()
+    env = dict(os.environ, STYLEDROP_STORAGE=str(storage), PYTHONPATH=str(ROOT))
+    log = tmp_path / "dashboard.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "dashboard", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def healthy() -> bool:
+            assert proc.poll() is None, log.read_text()
+            return httpx.get(f"{base}/_stcore/health", timeout=2).text == "ok"
+
+        wait_until(healthy, 90, "the dashboard to answer")
+        r = httpx.get(f"{base}/files/_jobs/j/preview.jpg", timeout=5)
+        assert r.status_code == 200 and r.content == b"\xff\xd8preview"
+        assert r.headers["content-type"] == "image/jpeg"
+        assert httpx.get(f"{base}/files/_jobs/j/missing.jpg", timeout=5).status_code == 404
+        assert "<html" in httpx.get(f"{base}/submit", timeout=5).text.lower()  # a page
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0, log.read_text()

@@ -71,14 +71,20 @@ def run(args: argparse.Namespace) -> int:
         streamlit_command(args.host, args.port, s.max_upload_mb), env=child_env(args.port)
     )
 
+    forwarded: list[int] = []
+
     def forward(signum: int, _frame: object) -> None:
         if proc.poll() is None:
+            forwarded.append(signum)
             proc.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     try:
-        return proc.wait()
+        code = proc.wait()
+        # Uvicorn (under st.App) shuts down cleanly, then re-raises the signal it was stopped
+        # with: dying of the signal we sent is a clean stop, not a failure.
+        return 0 if code < 0 and -code in forwarded else code
     finally:
         if proc.poll() is None:
             proc.terminate()
