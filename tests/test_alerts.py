@@ -115,16 +115,24 @@ def test_repeated_failures_send_one_notification(alerting, receiver, tmp_path: P
 def test_a_run_waiting_too_long_sends_a_notification(alerting, receiver):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
-    from prefect.states import Scheduled, State
+    from prefect.states import Late, Running, Scheduled, State
 
     with get_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name("stylize")
-        run = client.create_flow_run_from_deployment(
-            client.create_deployment(flow_id=flow_id, name="stylize"),
-            parameters={"content": "/in/queued.png", "styles": ["waves"]},
-            name="queued.png · waves",
-            state=Scheduled(),
-        )
+        deployment_id = client.create_deployment(flow_id=flow_id, name="stylize")
+
+        def queue(name: str):
+            return client.create_flow_run_from_deployment(
+                deployment_id, parameters={}, name=name, state=Scheduled()
+            )
+
+        # Started in time: no alert. Queued first, so its window closes first.
+        started = queue("started.png · waves")
+        client.set_flow_run_state(started.id, Running(), force=True)
+        waiting = queue("queued.png · waves")
+        # Prefect marks a run that is past its start time Late (still a Scheduled state): that
+        # must not end the wait.
+        client.set_flow_run_state(waiting.id, Late(), force=True)
         try:
             wait_until(
                 lambda: receiver.with_subject("a job has waited too long"),
@@ -133,6 +141,8 @@ def test_a_run_waiting_too_long_sends_a_notification(alerting, receiver):
                 interval=0.5,
             )
         finally:
-            client.set_flow_run_state(run.id, State(type=StateType.CANCELLED), force=True)
-    post = receiver.with_subject("a job has waited too long")[0]
+            for run in (started, waiting):
+                client.set_flow_run_state(run.id, State(type=StateType.CANCELLED), force=True)
+    [post] = receiver.with_subject("a job has waited too long")
     assert '"queued.png · waves" has waited more than 10 s to start' in post["body"]
+    assert not [p for p in receiver.posts if "started.png" in p["body"]]
