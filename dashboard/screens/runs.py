@@ -62,6 +62,8 @@ def runs_table(state_types: list[str] | None) -> None:
             "duration": st.column_config.TextColumn("Duration"),
         },
         row_height=56,
+        # Every run shown, the page scrolls: "auto" fits ten rows of the default height only.
+        height="content",
     )
     st.caption(
         f"Select a row to open the run. Refreshes every {ui.settings().dashboard_refresh_s:g} s."
