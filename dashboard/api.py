@@ -15,11 +15,17 @@ from typing import Any
 
 import httpx
 
+from flows.naming import run_name
 from flows.settings import Settings, get_settings
 
 FLOW_NAME = "stylize"
 DEPLOYMENT_NAME = "stylize"  # full name "stylize/stylize" (ARCHITECTURE.md)
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+# One tag per way in (the sensors tag theirs "inbox" and "s3"), never one per file.
+SOURCE_TAG = "dashboard"
+# The flow's image artifact of the input photo has a key ending in this
+# (flows.tasks.progress.input_key); every other image artifact is the run's preview.
+INPUT_KEY_SUFFIX = "-input"
 # Short: a dashboard refresh must not hang on a dead server.
 TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
@@ -165,42 +171,65 @@ class PrefectAPI:
                 raise APIError(f"There is no flow run with id {run_id!r}.") from exc
             raise
 
-    def _artifacts(self, run_ids: list[str], kind: str) -> dict[str, Any]:
-        """The newest artifact of type `kind` per run: {run_id: data}."""
+    def _artifacts(self, run_ids: list[str], kind: str) -> list[dict[str, Any]]:
+        """Artifacts of type `kind` of these runs, newest first."""
         if not run_ids:
-            return {}
+            return []
         body = {
             "artifacts": {"flow_run_id": {"any_": run_ids}, "type": {"any_": [kind]}},
             "sort": "CREATED_DESC",
             "limit": 200,
         }
+        return list(self._request("POST", "/artifacts/filter", body) or [])
+
+    def _latest(self, run_ids: list[str], kind: str) -> dict[str, Any]:
+        """The newest artifact data of type `kind` per run: {run_id: data}."""
         latest: dict[str, Any] = {}
-        for art in self._request("POST", "/artifacts/filter", body):
+        for art in self._artifacts(run_ids, kind):
             latest.setdefault(str(art.get("flow_run_id")), art.get("data"))
         return latest
 
     def progress(self, run_ids: list[str]) -> dict[str, float]:
-        """Progress in percent (0..100) per run, from the flow's progress artifacts."""
+        """Progress in percent (0..100) per run, from the flow's progress artifacts.
+
+        The flow creates a run's progress artifact when its job gets the GPU: a run that is
+        not in this dict has not started computing (ARCHITECTURE.md)."""
         out: dict[str, float] = {}
-        for run_id, data in self._artifacts(run_ids, "progress").items():
+        for run_id, data in self._latest(run_ids, "progress").items():
             try:
                 out[run_id] = max(0.0, min(100.0, float(data)))
             except (TypeError, ValueError):
                 continue
         return out
 
+    def images(self, run_ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """(input photo URL, latest preview URL) per run, from the flow's image artifacts:
+        one request for both."""
+        photos: dict[str, str] = {}
+        previews: dict[str, str] = {}
+        for art in self._artifacts(run_ids, "image"):
+            if not art.get("data"):
+                continue
+            is_input = str(art.get("key") or "").endswith(INPUT_KEY_SUFFIX)
+            (photos if is_input else previews).setdefault(
+                str(art.get("flow_run_id")), str(art["data"])
+            )
+        return photos, previews
+
     def previews(self, run_ids: list[str]) -> dict[str, str]:
         """Latest preview URL per run, from the flow's image artifacts."""
-        return {k: str(v) for k, v in self._artifacts(run_ids, "image").items() if v}
+        return self.images(run_ids)[1]
 
     def summary(self, run_id: str) -> str | None:
         """The flow's markdown summary of a run, if it wrote one."""
-        return self._artifacts([run_id], "markdown").get(run_id)
+        return self._latest([run_id], "markdown").get(run_id)
 
     # --- writes ---------------------------------------------------------------------------
     def create_run(self, parameters: dict[str, Any]) -> Run:
         deployment_id = self.deployment_id()
-        body = {"parameters": parameters, "tags": ["dashboard"]}
+        # Named now, as the flow will name it when it starts (flows/naming.py), so the run
+        # reads the same while it waits.
+        body = {"parameters": parameters, "tags": [SOURCE_TAG], "name": run_name(parameters)}
         return Run.from_json(
             self._request("POST", f"/deployments/{deployment_id}/create_flow_run", body)
         )

@@ -23,8 +23,9 @@ from dashboard.ui import backbone_banner  # noqa: E402
 # multipage layout, and a direct visit to /results would then run that file without this one.
 SCREENS = Path(__file__).parent / "screens"
 
-# "centered" keeps every page one column wide, which is what a phone shows anyway.
-st.set_page_config(page_title="styledrop", page_icon=":material/palette:", layout="centered")
+# "wide": the runs table and a run's photo, style and result side by side need the room; on
+# a phone the columns stack anyway.
+st.set_page_config(page_title="styledrop", page_icon=":material/palette:", layout="wide")
 
 page = st.navigation(
     [

@@ -1,15 +1,19 @@
-"""A run's own page (`?run=<id>` on the Runs page): live progress, the latest preview, what was
-asked, why it failed, a link into the Prefect UI, cancel while it runs, downloads when done."""
+"""A run's own page (`?run=<id>` on the Runs page): the photo, its style(s) and the result (or
+the live preview) side by side, live progress, what was asked in words, why it failed, a link
+into the Prefect UI, cancel while it runs, downloads when done."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import streamlit as st
 
 from dashboard import ui, views
 from dashboard.api import Run
 from dashboard.store import Job
+from flows.gallery import UnknownStyleError, resolve_style
+from flows.naming import style_name
 
 
 def back_to_runs() -> None:
@@ -23,7 +27,7 @@ def show_run(run_id: str) -> None:
     run = ui.guarded(lambda: ui.api().run(run_id), "Could not load the run")
     if run is None:
         return
-    st.title(f"Run {run.name}")
+    st.title(run.name)
     st.link_button(
         "Open in the Prefect UI ↗",
         views.prefect_run_url(ui.settings().prefect_ui_url, run.id),
@@ -33,7 +37,13 @@ def show_run(run_id: str) -> None:
     st.fragment(run_every=refresh)(_status)(run_id, run.is_final)
 
     st.subheader("Parameters")
-    st.json(run.parameters, expanded=True)
+    st.markdown(
+        "\n".join(
+            f"- **{what}:** {value}" for what, value in views.parameters_in_words(run.parameters)
+        )
+    )
+    with st.expander("As sent to Prefect"):
+        st.json(run.parameters, expanded=True)
 
 
 def _status(run_id: str, was_final: bool) -> None:
@@ -48,10 +58,13 @@ def _status(run_id: str, was_final: bool) -> None:
     pct = views.progress_for(run, progress)
 
     st.markdown(
-        f"**State:** {views.state_label(run)}  \n**Duration:** "
+        f"**State:** {views.state_label(run, progress)}  \n**Duration:** "
         f"{views.format_duration(run.duration_s) or 'not started'}"
     )
-    st.progress(pct / 100, text=f"{pct:.0f}%")
+    if pct is None:
+        st.progress(0.0, text="Not started: waiting for a GPU")
+    else:
+        st.progress(pct / 100, text=f"{pct:.0f}%")
 
     failure = views.failure_message(run)
     if failure:
@@ -65,9 +78,56 @@ def _status(run_id: str, was_final: bool) -> None:
     result = None
     if job is not None and job.finished:
         result = ui.guarded(lambda: ui.store().read(job.result_rel), "Could not read the result")
-    _picture(run, job, result)
+    photo_col, style_col, result_col = st.columns(3)
+    with photo_col:
+        _photo(run, job)
+    with style_col:
+        _styles(run)
+    with result_col:
+        _picture(run, job, result)
     if job is not None:
         _job_details(job, result)
+
+
+def _photo(run: Run, job: Job | None) -> None:
+    """The flow's copy of the photo (it survives the original's move to archive/), or the
+    upload itself before the flow has made one."""
+    name = views.photo_name(run.parameters)
+    store = ui.store()
+    data = None
+    if job is not None:
+        data = ui.guarded(lambda: store.read(job.input_rel), "Could not read the photo")
+    if data is None and run.parameters.get("content"):
+        data = ui.guarded(
+            lambda: store.read_location(str(run.parameters["content"])), "Could not read the photo"
+        )
+    if data:
+        st.image(data, caption=f"Photo: {name}", width="stretch")
+    else:
+        st.caption(f"Photo: {name} (shown once the run has started)")
+
+
+def _styles(run: Run) -> None:
+    styles = [str(s) for s in run.parameters.get("styles") or []] or [ui.settings().default_style]
+    blend = (run.parameters.get("options") or {}).get("style_blend")
+    weights = blend if blend and len(blend) == len(styles) else [None] * len(styles)
+    for style, weight in zip(styles, weights, strict=True):
+        caption = f"Style: {style_name(style)}" + (f" ×{weight:g}" if weight is not None else "")
+        image = _style_image(style)
+        if image is not None:
+            st.image(image, caption=caption, width="stretch")
+        else:
+            st.caption(caption)
+
+
+def _style_image(style: str) -> bytes | str | None:
+    """A gallery style's picture, or an uploaded style image from storage."""
+    if "/" not in style and "\\" not in style:
+        try:
+            return str(resolve_style(style, Path(ui.settings().styles_dir)))
+        except UnknownStyleError:
+            return None
+    return ui.guarded(lambda: ui.store().read_location(style), "Could not read the style")
 
 
 def _cancel_button(run: Run) -> None:
@@ -85,15 +145,13 @@ def _picture(run: Run, job: Job | None, result: bytes | None) -> None:
         caption = "Latest preview"
         data = ui.guarded(lambda: ui.store().read(job.preview_rel), "Could not read the preview")
     if data:
-        # Natural size (capped at the page width): an upscaled 64 px result would look like a
-        # blurry big one.
-        st.image(data, caption=caption, width="content")
+        st.image(data, caption=caption, width="stretch")
         return
     previews = ui.guarded(lambda: ui.api().previews([run.id]), "Could not read the preview") or {}
     if run.id in previews:
-        st.image(previews[run.id], caption="Latest preview", width="content")
+        st.image(previews[run.id], caption="Latest preview", width="stretch")
     elif not run.is_final:
-        st.caption("No preview yet: the first one appears after a few steps.")
+        st.caption("Result: the first preview appears after a few steps.")
 
 
 def _job_details(job: Job, result: bytes | None) -> None:

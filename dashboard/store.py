@@ -2,8 +2,9 @@
 
 Layout (ARCHITECTURE.md): `_runs/<flow_run_id>.json` points a run at `_jobs/<job_id>/`, which
 holds result.png, record.json and preview.jpg. Uploads from the Submit page go to
-`_uploads/<sha256[:16]>.<ext>`: content-addressed, so submitting the same photo twice stores it
-once and the flow's job id (a hash of the inputs) stays stable.
+`_uploads/<sha256[:16]>/<their name>.<ext>`: content-addressed, so submitting the same photo
+twice stores it once and the flow's job id (a hash of the inputs) stays stable, and named as
+the person named the file, so every run of it shows that name (flows/naming.py).
 
 Every failure becomes `StorageError` with plain words; a missing file is not an error (None).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,7 @@ from flows.storage import (
     Storage,
     filesystem,
     get_storage,
+    input_path,
     job_dir,
     preview_path,
     record_path,
@@ -30,6 +33,8 @@ from flows.storage import (
 )
 
 UPLOADS = "_uploads"
+# Characters kept in an uploaded file's stored name; anything else becomes "_".
+_UNSAFE = re.compile(r"[^\w.\- ]+")
 
 
 class StorageError(Exception):
@@ -55,6 +60,10 @@ class Job:
     @property
     def preview_rel(self) -> str:
         return preview_path(self.job_id)
+
+    @property
+    def input_rel(self) -> str:
+        return input_path(self.job_id)
 
     @property
     def record_rel(self) -> str:
@@ -109,6 +118,12 @@ class DashboardStore:
             raise StorageError(f"{rel} in the output storage is not valid JSON: {exc}") from exc
         return value if isinstance(value, dict) else None
 
+    def read_location(self, location: str) -> bytes | None:
+        """Bytes of a run's input given as the flow got it, when it lies in this storage (an
+        upload); None for anything elsewhere, which the dashboard does not go and read."""
+        rel = self.storage.relative(location)
+        return self.read(rel) if rel is not None else None
+
     def job_for_run(self, run_id: str) -> Job | None:
         """The job a flow run works on, once the flow has written `_runs/<id>.json`."""
         link = self.read_json(run_link_path(run_id))
@@ -148,16 +163,24 @@ class DashboardStore:
             raise _failed(f"make a link for {rel}", self.root, exc) from exc
 
     # --- writes ---------------------------------------------------------------------------
-    def save_upload(self, data: bytes, ext: str) -> str:
-        """Store an uploaded image; returns its location (local path or s3:// URL) for the flow."""
-        ext = ext.lower().lstrip(".")
-        rel = f"{UPLOADS}/{hashlib.sha256(data).hexdigest()[:16]}.{ext}"
+    def save_upload(self, data: bytes, name: str, ext: str) -> str:
+        """Store an uploaded image under its own name; returns its location (local path or
+        s3:// URL) for the flow."""
+        rel = upload_path(data, name, ext)
         try:
             if not self.storage.exists(rel):  # same bytes, same name: write once
                 self.storage.write_bytes(rel, data)
             return self.storage.url(rel)
         except Exception as exc:  # noqa: BLE001
             raise _failed("save the upload", self.root, exc) from exc
+
+
+def upload_path(data: bytes, name: str, ext: str) -> str:
+    """`_uploads/<sha256[:16]>/<stem of name>.<ext>`, the name made safe for any storage."""
+    ext = ext.lower().lstrip(".")
+    stem = posixpath.basename(name.replace("\\", "/")).rsplit(".", 1)[0]
+    stem = _UNSAFE.sub("_", stem).strip(" ._")[:80] or "photo"
+    return f"{UPLOADS}/{hashlib.sha256(data).hexdigest()[:16]}/{stem}.{ext}"
 
 
 def _modified(info: dict[str, Any]) -> datetime | None:

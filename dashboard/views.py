@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import PurePosixPath
 from typing import Any
 
 from dashboard.api import Run
+from flows.naming import file_name, style_name
 
 # The state filter on the Runs page: label -> Prefect state types.
 STATE_FILTERS: dict[str, list[str]] = {
@@ -28,8 +28,23 @@ def state_types_for(labels: list[str]) -> list[str] | None:
     return types or None
 
 
-def state_label(run: Run) -> str:
-    """Prefect's state name ("Late", "AwaitingConcurrencySlot" say more than the type)."""
+WAITING = "Waiting for a GPU"
+
+
+def computing(run: Run, progress: dict[str, float]) -> bool:
+    """Has the run's job got its GPU? The flow creates the progress artifact when it has
+    (flows/tasks/progress.py), whatever worker runs it; before that a Running run is still
+    validating or waiting for a GPU, not running at 0%."""
+    return run.id in progress
+
+
+def state_label(run: Run, progress: dict[str, float] | None = None) -> str:
+    """What a person needs to know: "Waiting for a GPU" for every run not computing yet
+    (queued, late, pending, or started and waiting for its slot); else Prefect's state name."""
+    if run.state_type in ("SCHEDULED", "PENDING"):
+        return WAITING
+    if run.state_type == "RUNNING" and progress is not None and not computing(run, progress):
+        return WAITING
     return run.state_name
 
 
@@ -56,7 +71,7 @@ def style_names(parameters: dict[str, Any]) -> str:
     styles = parameters.get("styles") or []
     if not styles:
         return "(default)"
-    names = [PurePosixPath(str(s)).stem if "/" in str(s) else str(s) for s in styles]
+    names = [style_name(str(s)) for s in styles]
     blend = (parameters.get("options") or {}).get("style_blend")
     if blend and len(blend) == len(names):
         return ", ".join(f"{n} ×{w:g}" for n, w in zip(names, blend, strict=True))
@@ -68,22 +83,35 @@ def output_size(parameters: dict[str, Any]) -> str:
     return f"{size}px" if size else "default"
 
 
-def progress_for(run: Run, progress: dict[str, float]) -> float:
-    """Percent done: the progress artifact, or 100 for a completed run that never wrote one."""
+def progress_for(run: Run, progress: dict[str, float]) -> float | None:
+    """Percent done: the progress artifact, or 100 for a completed run that never wrote one;
+    None (no bar) for a run that has not started computing."""
     if run.state_type == "COMPLETED":
         return 100.0
-    return progress.get(run.id, 0.0)
+    return progress.get(run.id)
+
+
+def photo_name(parameters: dict[str, Any]) -> str:
+    """The input photo's file name (a dashboard upload keeps its original name)."""
+    content = parameters.get("content")
+    return file_name(str(content)) if content else ""
 
 
 def run_rows(
-    runs: list[Run], progress: dict[str, float], previews: dict[str, str]
+    runs: list[Run],
+    progress: dict[str, float],
+    previews: dict[str, str],
+    photos: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One plain dict per run, in the column order of the Runs table."""
+    photos = photos or {}
     return [
         {
             "id": run.id,
+            "photo": photos.get(run.id),
+            "photo_name": photo_name(run.parameters),
             "preview": previews.get(run.id),
-            "state": state_label(run),
+            "state": state_label(run, progress),
             "progress": progress_for(run, progress),
             "style": style_names(run.parameters),
             "size": output_size(run.parameters),
@@ -113,6 +141,43 @@ def failure_message(run: Run) -> str | None:
             return f"The run crashed (the process running it died or lost contact): {message}"
         return f"The run failed: {message}"
     return None
+
+
+# The Submit page's style strengths, by name; the run page says them back in these words.
+STRENGTHS = {"gentle": 0.25, "light": 0.5, "normal": 1.0, "strong": 2.0, "very strong": 4.0}
+
+
+def _yes_no(value: Any) -> str:
+    return "yes" if value else "no"
+
+
+def parameters_in_words(parameters: dict[str, Any]) -> list[tuple[str, str]]:
+    """A run's parameters as (what, value) lines a person reads, not JSON with upload paths.
+    Unknown engine options are listed by their own names."""
+    options = dict(parameters.get("options") or {})
+    lines = [
+        ("Photo", photo_name(parameters) or "?"),
+        ("Styles", style_names(parameters)),
+    ]
+    size = options.pop("size", None)
+    lines.append(("Size", f"{size} px on the long edge" if size else "the engine's default"))
+    if "style_weight" in options:
+        weight = float(options.pop("style_weight"))
+        word = next((name for name, w in STRENGTHS.items() if w == weight), None)
+        lines.append(("Style strength", f"{word} (×{weight:g})" if word else f"×{weight:g}"))
+    lines.append(("Keep the photo's colours", _yes_no(options.pop("preserve_colors", False))))
+    iterations = options.pop("iterations", None)
+    lines.append(("Iterations", str(iterations) if iterations else "the engine's default"))
+    if "seed" in options:
+        lines.append(("Random seed", str(options.pop("seed"))))
+    options.pop("style_blend", None)  # shown with the styles
+    for key, value in sorted(options.items()):
+        lines.append((key.replace("_", " ").capitalize(), str(value)))
+    if parameters.get("output"):
+        lines.append(("Also written to", str(parameters["output"])))
+    if parameters.get("force"):
+        lines.append(("Recompute even if done before", "yes"))
+    return lines
 
 
 def prefect_run_url(ui_url: str, run_id: str) -> str:

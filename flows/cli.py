@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 # name -> (module, one-line help). Each module provides register(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -17,9 +18,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def styledrop_version() -> str:
+    try:
+        return version("styledrop")
+    except PackageNotFoundError:  # a checkout run without ./install.sh
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="styledrop", description="Neural style transfer service.")
+    parser.add_argument("--version", action="version", version=f"styledrop {styledrop_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

@@ -20,6 +20,7 @@ from engine.params import StyleParams
 # importing the engine; flows keep calling it as jobs.*.
 from flows.storage import (  # noqa: F401 - re-exported
     checkpoint_path,
+    input_path,
     job_dir,
     preview_path,
     record_path,

@@ -89,13 +89,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface the local stack binds to.")
     prefect_port: int = Field(4200, description="Port of the Prefect server started by `up`.")
     dashboard_port: int = Field(8501, description="Port of the Streamlit dashboard.")
-    files_port: int = Field(8510, description="Port of the read-only file route (previews).")
     dashboard_refresh_s: float = Field(
         3.0, gt=0, description="Seconds between the dashboard's automatic refreshes of runs."
-    )
-    public_files_url: str = Field(
-        "",
-        description="Base URL a browser uses for files in storage; empty: http://<host>:<files_port>.",
     )
     settle_s: float = Field(1.0, gt=0, description="Seconds a dropped file's size must hold still.")
     work_pool: str = Field("styledrop-gpu", description="Prefect work pool for `styledrop worker`.")
@@ -130,6 +125,24 @@ class Settings(BaseSettings):
         ge=0,
         description="After SIGTERM, seconds `styledrop worker` lets running jobs finish before "
         "stopping them and handing them back to the pool (they resume from their checkpoint).",
+    )
+
+    # --- alerts (Prefect automations + a notification block, flows/alerts.py) ---------------
+    alert_webhook_url: SecretStr = Field(
+        SecretStr(""),
+        description="URL the alerts are POSTed to as JSON (`subject`, `body`, and `text` for "
+        "Slack-style hooks), through a Prefect notification block; empty: no alerts.",
+    )
+    alert_failures: int = Field(
+        3, ge=1, description="Alert when this many stylize runs fail or crash within the window."
+    )
+    alert_failure_window_s: int = Field(
+        600, ge=10, description="The window (seconds) for `STYLEDROP_ALERT_FAILURES`."
+    )
+    alert_wait_s: int = Field(
+        900,
+        ge=10,
+        description="Alert when a stylize run has waited this long (seconds) to start.",
     )
 
     # --- inbox sensors (`styledrop watch`) ---------------------------------------------------
@@ -185,7 +198,8 @@ class Settings(BaseSettings):
 
     @property
     def files_url(self) -> str:
-        return (self.public_files_url or f"http://{self.host}:{self.files_port}").rstrip("/")
+        """Where a browser finds files of local storage: the dashboard's own file route."""
+        return f"http://{self.host}:{self.dashboard_port}/files"
 
     @property
     def prefect_ui_url(self) -> str:

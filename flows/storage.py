@@ -198,6 +198,11 @@ def preview_path(job_id: str) -> str:
     return f"{job_dir(job_id)}/preview.jpg"
 
 
+def input_path(job_id: str) -> str:
+    """A browser-sized JPEG of the job's photo (the original may move: inbox -> archive)."""
+    return f"{job_dir(job_id)}/input.jpg"
+
+
 def checkpoint_path(job_id: str) -> str:
     return f"{job_dir(job_id)}/checkpoint.pt"
 

@@ -17,7 +17,9 @@ from prefect.states import Cancelled, State
 
 from flows.alive import keep_alive, state_before_false_reschedule
 from flows.jobs import CANCELLED, Job, JobRejected
+from flows.naming import run_name
 from flows.settings import get_settings
+from flows.tasks.inputs import publish_input
 from flows.tasks.records import (
     end_record,
     find_completed_job,
@@ -33,8 +35,14 @@ from flows.tasks.transfer import run_style_transfer
 from flows.tasks.validate import validate_job
 
 
+def _run_name() -> str:
+    # The same readable name whoever started the run (inbox, S3, dashboard, API).
+    return run_name(flow_run.parameters)
+
+
 @flow(
     name="stylize",
+    flow_run_name=_run_name,
     # Infrastructure faults are retried task by task; a refused job must fail at once.
     retries=0,
     # A Completed run with a persisted result cannot be put back in the queue (Prefect's
@@ -85,6 +93,7 @@ def stylize_job(
         link_rejected_run(run_id, str(exc))
         raise
     link_run_to_job(run_id, job.job_id)
+    publish_input(job)
 
     if not force and (done := find_completed_job(job.job_id)):
         return reuse_and_summarise(job, done, run_id)

@@ -15,7 +15,7 @@ from flows.settings import PROJECT_ROOT, Settings
 def _default(name: str) -> str:
     field = Settings.model_fields[name]
     value = field.get_default(call_default_factory=True)
-    if value is None or value == "":
+    if value is None or str(value) == "":  # str(): an empty SecretStr too
         return "(empty)"
     if isinstance(value, Path):
         # Show the checkout-relative form, not this machine's absolute path.

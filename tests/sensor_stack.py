@@ -171,7 +171,7 @@ def inbox_runs(content_prefix: str) -> list:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["stylize"])),
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["styledrop-inbox"])),
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(any_=["inbox", "s3"])),
             limit=200,
         )
     return [r for r in runs if str(r.parameters.get("content", "")).startswith(content_prefix)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +123,63 @@ def test_auto_backbone_without_weights_warns_once_and_runs(
     assert len(warnings) == 1 and warnings[0].startswith("styledrop: warning: ")
     assert "hub/checkpoints/vgg19-dcbb9e9d.pth" in warnings[0]
     assert read_metadata(out)["backbone"] == "random(seed=0)"
+
+
+def test_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--version"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0
+    assert re.fullmatch(r"styledrop \d+\.\d+\.\d+\S*\n", done.stdout), done.stdout
+
+
+def test_without_a_terminal_one_summary_line_and_no_bar(tmp_path: Path) -> None:
+    """Output to a file or a pipe (a log, CI): no progress-bar frames, one line on success."""
+    content = make_image(tmp_path / "photo.jpg", (48, 40))
+    style = make_image(tmp_path / "s1.png", (40, 40), seed=1)
+    out = tmp_path / "result.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "stylize", str(content), "--style", str(style)]
+        + ["--size", "40", "--iterations", "12", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "step" not in done.stderr and "\r" not in done.stderr  # no bar frames
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{out}  (40x33, 12 steps in ")
+
+
+def test_on_a_terminal_a_progress_bar(tmp_path: Path) -> None:
+    """A pseudo-terminal on stderr: the bar is drawn there."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    content = make_image(tmp_path / "photo.jpg", (48, 40))
+    style = make_image(tmp_path / "s1.png", (40, 40), seed=1)
+    leader, follower = pty.openpty()
+    # 24 rows, 100 columns: a new pty is 0x0, and a bar fitted to no columns draws nothing.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "stylize", str(content), "--style", str(style)]
+        + ["--size", "40", "--iterations", "12", "--out", str(tmp_path / "r.png")],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        cwd=ROOT,
+    )
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    assert proc.wait(120) == 0
+    os.close(leader)
+    assert b"12/12" in drawn and b"step" in drawn

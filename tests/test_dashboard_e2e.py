@@ -34,7 +34,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 @dataclass
 class Stack:
     dashboard_url: str
-    files_url: str
     api_url: str
     storage: Path
 
@@ -57,7 +56,7 @@ def alive(proc: subprocess.Popen, log: Path) -> None:
 
 @pytest.fixture
 def stack(prefect_server: PrefectServer, tmp_path: Path, artifacts_dir: Path) -> Iterator[Stack]:
-    dash_port, files_port = free_port(), free_port()
+    dash_port = free_port()
     storage = tmp_path / "outputs"
     env = prefect_server.env()
     env.update(
@@ -69,7 +68,6 @@ def stack(prefect_server: PrefectServer, tmp_path: Path, artifacts_dir: Path) ->
         STYLEDROP_BACKBONE="random",
         STYLEDROP_DEVICE="cpu",
         STYLEDROP_DASHBOARD_PORT=str(dash_port),
-        STYLEDROP_FILES_PORT=str(files_port),
         # The run page's "Open in the Prefect UI" link goes to this test's server.
         STYLEDROP_PREFECT_PORT=prefect_server.api_url.rsplit(":", 1)[1].split("/")[0],
         STYLEDROP_DASHBOARD_REFRESH_S="1",
@@ -96,7 +94,6 @@ def stack(prefect_server: PrefectServer, tmp_path: Path, artifacts_dir: Path) ->
         wait_until(dashboard_ready, 90, "`styledrop dashboard` to answer", 0.5)
         yield Stack(
             dashboard_url=f"http://127.0.0.1:{dash_port}",
-            files_url=f"http://127.0.0.1:{files_port}",
             api_url=prefect_server.api_url,
             storage=storage,
         )
@@ -225,6 +222,15 @@ def screenshot(driver, path: Path, width: int = 1280) -> None:
     driver.set_window_size(1280, 900)
 
 
+def table_text(driver) -> str:
+    """The runs table's cells: the grid draws on a canvas, and keeps an accessible copy of
+    its cells in the page for screen readers."""
+    from selenium.webdriver.common.by import By
+
+    cells = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"] [role="gridcell"]')
+    return "\n".join(c.get_attribute("textContent") or "" for c in cells)
+
+
 def set_number(driver, key: str, value: int) -> None:
     from selenium.webdriver.common.keys import Keys
 
@@ -242,7 +248,7 @@ def set_number(driver, key: str, value: int) -> None:
 
 def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, artifacts_dir):
     d = browser.driver
-    photo = make_image(artifacts_dir / "photo.png", (64, 48), seed=3)
+    photo = make_image(artifacts_dir / "holiday-beach.png", (64, 48), seed=3)
 
     # 1. The submit page, phone width as well.
     d.get(f"{stack.dashboard_url}/submit")
@@ -254,7 +260,7 @@ def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, 
     # 2. Upload, pick a style, make it tiny and short.
     find(d, ".st-key-content input[type=file]", visible=False).send_keys(str(photo))
     # The first check imports the engine (torch) in the dashboard: seconds on a busy machine.
-    text_appears(d, "photo.png · 64×48", 120, "the uploaded photo accepted")
+    text_appears(d, "holiday-beach.png · 64×48", 120, "the uploaded photo accepted")
     act(d, ".st-key-style_mosaic label", lambda e: e.click(), "a click on the mosaic style")
     act(d, ".st-key-style_mosaic input", lambda e: e.is_selected(), "mosaic ticked", visible=False)
     set_number(d, "size", 48)
@@ -269,6 +275,9 @@ def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, 
     wait_until(lambda: "run=" in d.current_url, 60, "the run page after submitting")
     run_id = d.current_url.split("run=")[1].split("&")[0]
     find(d, '[data-testid="stProgress"]', 30, "the run's progress bar")
+    # A readable name from the start (the photo and the style), and the photo's name.
+    text_appears(d, "holiday-beach.png · mosaic", 30, "the run's readable name")
+    assert "Photo: holiday-beach.png" in page_text(d)
     screenshot(d, artifacts_dir / "03-run-page.png")
     with contextlib.suppress(AssertionError):  # a fast run may skip past Running unseen
         text_appears(d, "State: Running", 60, "the run to start")
@@ -281,6 +290,9 @@ def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, 
     text = page_text(d)
     assert "100%" in text
     assert "Random backbone" in text  # STYLEDROP_BACKBONE=random: the banner says so
+    # Photo, style and result side by side, and the parameters in words.
+    text_appears(d, "Photo: holiday-beach.png", 30, "the photo beside the result")
+    assert "Style: mosaic" in page_text(d) and "Size: 48 px on the long edge" in page_text(d)
     screenshot(d, artifacts_dir / "04-finished.png")
     screenshot(d, artifacts_dir / "04-finished-390px.png", width=390)
 
@@ -299,13 +311,41 @@ def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, 
         assert max(img.size) == 48
     job = httpx.get(f"{stack.api_url}/flow_runs/{run_id}", timeout=5).json()
     assert job["state_type"] == "COMPLETED"
+    # The flow named the run the way the dashboard did, and tagged it with its source only.
+    assert job["name"] == "holiday-beach.png · mosaic"
+    assert "dashboard" in job["tags"]
     stored = list(stack.storage.glob("_jobs/*/result.png"))
     assert [p.read_bytes() for p in stored] == [data]
 
-    # 6. The runs table lists it, completed, with its preview served by the file route.
+    # 6. The runs table lists it, completed, with its photo's name, and its pictures served
+    # by the dashboard's own server (one URL, no second port).
     d.get(stack.dashboard_url)
     find(d, '[data-testid="stDataFrame"]', 60, "the runs table")
     idle(d)
+    wait_until(
+        lambda: "holiday-beach.png" in table_text(d), 30, "the photo's name in the runs table"
+    )
+    images = httpx.post(
+        f"{stack.api_url}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["image"]}}},
+        timeout=5,
+    ).json()
+    urls = {a["key"].rsplit("-", 1)[1]: a["data"] for a in images}
+    assert set(urls) == {"input", "preview"}
+    for url in urls.values():
+        assert url.startswith(f"{stack.dashboard_url}/files/_jobs/"), url
+        r = httpx.get(url, timeout=5)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+
+    def browser_fetched_pictures() -> bool:
+        # The grid draws its pictures on a canvas; the browser's resource timing shows they
+        # were fetched from the dashboard's own URL.
+        fetched = d.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        return {u for u in urls.values()} <= set(fetched)
+
+    wait_until(browser_fetched_pictures, 30, "the browser to load the table's pictures")
     screenshot(d, artifacts_dir / "05-runs.png")
     screenshot(d, artifacts_dir / "05-runs-390px.png", width=390)
     # Selecting its row opens the run's page. The grid is a canvas: click where the first row's
@@ -329,11 +369,6 @@ def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, 
         screenshot(d, artifacts_dir / "05-row-click-failed.png")
         raise AssertionError("selecting the run's row in the table did not open its page")
     find(d, ".st-key-download_result button", 60, "the run page's download")
-    previews = list(stack.storage.glob("_jobs/*/preview.jpg"))
-    if previews:
-        rel = previews[0].relative_to(stack.storage).as_posix()
-        r = httpx.get(f"{stack.files_url}/{rel}", timeout=5)
-        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
 
     # 7. The results gallery.
     d.get(f"{stack.dashboard_url}/results")

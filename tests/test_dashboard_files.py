@@ -1,19 +1,21 @@
-"""The read-only file route: what it serves, what it refuses."""
+"""The read-only file route: what it serves, what it refuses. The route runs in a real HTTP
+server (uvicorn, as under Streamlit's st.App) so raw, unnormalised paths reach it."""
 
 from __future__ import annotations
 
 import http.client
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port, wait_until
 
-from dashboard.files import serve_files
+from dashboard.files import files_route
 
 
-# One server for the module: shutting one down waits out serve_forever's 0.5 s poll.
 @pytest.fixture(scope="module")
 def files_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp_path = tmp_path_factory.mktemp("files")
@@ -31,12 +33,22 @@ def files_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_url(files_root: Path) -> Iterator[str]:
-    server = serve_files(files_root, "127.0.0.1", 0)
+    import uvicorn
+    from starlette.applications import Starlette
+
+    port = free_port()
+    config = uvicorn.Config(
+        Starlette(routes=[files_route(files_root)]), host="127.0.0.1", port=port, log_level="error"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, "the file route's server to start")
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{port}/files"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.mark.parametrize(
@@ -85,9 +97,9 @@ def test_percent_encoded_names_are_decoded(base_url: str, files_root: Path):
 )
 def test_refuses_paths_outside_the_root_and_dotfiles(base_url: str, raw_path: str):
     # http.client sends the path verbatim; httpx would normalise the dots away first.
-    host, port = base_url.removeprefix("http://").split(":")
+    host, port = base_url.removeprefix("http://").removesuffix("/files").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    conn.request("GET", raw_path)
+    conn.request("GET", "/files" + raw_path)
     resp = conn.getresponse()
     body = resp.read()
     conn.close()
@@ -108,3 +120,44 @@ def test_only_get_and_head(base_url: str, method: str, files_root: Path):
     assert r.status_code == 405
     assert r.headers["allow"] == "GET, HEAD"
     assert (files_root / "_jobs" / "abc" / "result.png").read_bytes() == b"\x89PNG-bytes"
+
+
+def test_styledrop_dashboard_serves_pages_and_files_on_one_port(tmp_path: Path):
+    """`styledrop dashboard` (Streamlit's server with the route added): the app, a file from
+    the storage root under /files/ on the same port, and a clean exit on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    storage = tmp_path / "outputs"
+    (storage / "_jobs" / "j").mkdir(parents=True)
+    (storage / "_jobs" / "j" / "preview.jpg").write_bytes(b"\xff\xd8preview")
+    port = free_port()
+    env = dict(os.environ, STYLEDROP_STORAGE=str(storage), PYTHONPATH=str(ROOT))
+    log = tmp_path / "dashboard.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "dashboard", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def healthy() -> bool:
+            assert proc.poll() is None, log.read_text()
+            return httpx.get(f"{base}/_stcore/health", timeout=2).text == "ok"
+
+        wait_until(healthy, 90, "the dashboard to answer")
+        r = httpx.get(f"{base}/files/_jobs/j/preview.jpg", timeout=5)
+        assert r.status_code == 200 and r.content == b"\xff\xd8preview"
+        assert r.headers["content-type"] == "image/jpeg"
+        assert httpx.get(f"{base}/files/_jobs/j/missing.jpg", timeout=5).status_code == 404
+        assert "<html" in httpx.get(f"{base}/submit", timeout=5).text.lower()  # a page
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0, log.read_text()

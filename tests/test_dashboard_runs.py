@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -98,22 +99,29 @@ def rows_by_id(at: AppTest) -> dict[str, dict]:
     return {row["id"]: row for row in frame.to_dict("records")}
 
 
-def test_runs_table_shows_state_progress_style_and_size(dash_env, make_run):
+def test_runs_table_shows_photo_state_progress_style_and_size(dash_env, make_run):
     waiting = make_run(styles=("mosaic", "waves"), size=96)
     running = make_run(state=State(type=StateType.RUNNING, name="Running"), progress=42)
+    # Started, but its job has no GPU yet: no progress artifact.
+    queued = make_run(state=State(type=StateType.RUNNING, name="Running"))
     failed = make_run(state=State(type=StateType.FAILED, name="Failed", message="too small"))
     at = runs_page()
     assert not at.exception and not at.error
     rows = rows_by_id(at)
-    assert rows[str(waiting.id)]["state"] == "Scheduled"
+    assert rows[str(waiting.id)]["state"] == "Waiting for a GPU"
+    assert math.isnan(rows[str(waiting.id)]["progress"])  # an empty cell, no "0%" bar
     assert rows[str(waiting.id)]["style"] == "mosaic, waves"
     assert rows[str(waiting.id)]["size"] == "96px"
+    assert rows[str(waiting.id)]["photo_name"] == "photo.png"
     assert rows[str(running.id)]["state"] == "Running"
     assert rows[str(running.id)]["progress"] == 42.0
+    assert rows[str(queued.id)]["state"] == "Waiting for a GPU"
+    assert math.isnan(rows[str(queued.id)]["progress"])
     assert rows[str(failed.id)]["state"] == "Failed"
     # Newest first.
-    order = [r for r in rows if r in {str(waiting.id), str(running.id), str(failed.id)}]
-    assert order == [str(failed.id), str(running.id), str(waiting.id)]
+    mine = {str(waiting.id), str(running.id), str(queued.id), str(failed.id)}
+    order = [r for r in rows if r in mine]
+    assert order == [str(failed.id), str(queued.id), str(running.id), str(waiting.id)]
 
 
 def test_state_filter_narrows_the_table(dash_env, make_run):
@@ -180,8 +188,12 @@ def test_submit_stores_the_upload_and_creates_a_run(dash_env, deployment_id, cli
         assert params["options"]["style_blend"] == [1.0, 0.5]
         assert params["options"]["iterations"] == 7
         content = Path(params["content"])
-        assert content.parent == dash_env / "_uploads"
+        # Content-addressed folder, the person's own file name.
+        assert content.parent.parent == dash_env / "_uploads" and content.name == "photo.png"
         assert content.read_bytes() == buf.getvalue()
+        # Named the way the flow names every run, and tagged with its source only.
+        assert run.name == "photo.png · mosaic + waves"
+        assert run.tags == ["dashboard"]
     finally:
         client.set_flow_run_state(run.id, State(type=StateType.CANCELLED), force=True)
 
@@ -220,7 +232,11 @@ def test_run_page_of_a_finished_job_shows_result_and_downloads(dash_env, make_ru
     downloads = {b.key: b for b in at.download_button}
     assert set(downloads) == {"download_result", "download_record"}
     assert not [b for b in at.button if b.key == "cancel"]
-    assert [i.proto.imgs[0].caption for i in at.image] == ["Result"]
+    # The photo (not there: nothing made its copy), the style and the result side by side.
+    assert [i.proto.imgs[0].caption for i in at.image] == ["Style: mosaic", "Result"]
+    assert "Photo: photo.png" in texts(at.caption)
+    words = texts(at.markdown)
+    assert "**Size:** 64 px on the long edge" in words and "photo.png" in words
 
 
 def submit_a_photo_in_mosaic() -> AppTest:
@@ -262,6 +278,7 @@ def test_run_page_of_a_running_job_shows_the_latest_preview(dash_env, make_run):
     buf = io.BytesIO()
     Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, "JPEG")
     (folder / "preview.jpg").write_bytes(buf.getvalue())
+    (folder / "input.jpg").write_bytes(buf.getvalue())
     (folder / "record.json").write_text(json.dumps({"job_id": job_id, "status": "running"}))
     (dash_env / "_runs").mkdir()
     (dash_env / "_runs" / f"{running.id}.json").write_text(json.dumps({"job_id": job_id}))
@@ -271,6 +288,7 @@ def test_run_page_of_a_running_job_shows_the_latest_preview(dash_env, make_run):
     assert not at.exception and not at.error
     [bar] = at.get("progress")
     assert (bar.proto.value, bar.proto.text) == (60, "60%")
-    assert [i.proto.imgs[0].caption for i in at.image] == ["Latest preview"]
+    captions = [i.proto.imgs[0].caption for i in at.image]
+    assert captions == ["Photo: photo.png", "Style: mosaic", "Latest preview"]
     assert not at.download_button  # nothing to download yet
     assert at.button(key="cancel")

@@ -48,6 +48,54 @@ def test_style_names_shortens_paths_and_shows_blend():
     assert views.style_names({}) == "(default)"
 
 
+def test_run_names_say_photo_and_styles_for_every_source():
+    from flows.naming import run_name
+
+    assert run_name({"content": "/data/processing/waves/beach.jpg"}) == "beach.jpg · default style"
+    upload = {
+        "content": "/o/_uploads/ab12cd/My photo.png",
+        "styles": ["ink_wash", "s3://b/k/x.webp"],
+    }
+    assert run_name(upload) == "My photo.png · ink_wash + x"
+    assert run_name({"content": "s3://bucket/processing/a%20b.png", "styles": ["mosaic"]}) == (
+        "a b.png · mosaic"
+    )
+
+
+def test_parameters_in_words():
+    words = dict(
+        views.parameters_in_words(
+            {
+                "content": "/o/_uploads/ab/cat.png",
+                "styles": ["mosaic", "waves"],
+                "options": {
+                    "size": 512,
+                    "style_weight": 2.0,
+                    "preserve_colors": True,
+                    "style_blend": [1.0, 0.5],
+                    "tv_weight": 0.1,
+                },
+            }
+        )
+    )
+    assert words["Photo"] == "cat.png"
+    assert words["Styles"] == "mosaic ×1, waves ×0.5"
+    assert words["Size"] == "512 px on the long edge"
+    assert words["Style strength"] == "strong (×2)"
+    assert words["Keep the photo's colours"] == "yes"
+    assert words["Iterations"] == "the engine's default"
+    assert words["Tv weight"] == "0.1"
+    assert not any("_uploads" in v for v in words.values())
+
+
+def test_a_run_not_computing_yet_is_waiting_for_a_gpu():
+    assert views.state_label(run("SCHEDULED", "Late"), {}) == "Waiting for a GPU"
+    assert views.state_label(run("PENDING", "Pending"), {}) == "Waiting for a GPU"
+    assert views.state_label(run(), {}) == "Waiting for a GPU"  # Running, no progress artifact
+    assert views.state_label(run(), {"r1": 0.0}) == "Running"
+    assert views.progress_for(run(), {}) is None
+
+
 def test_run_rows_progress_and_duration():
     start = datetime(2026, 1, 1, tzinfo=UTC)
     runs = [
@@ -60,11 +108,14 @@ def test_run_rows_progress_and_duration():
             end_time=start + timedelta(seconds=9),
         ),
     ]
-    rows = views.run_rows(runs, {"a": 37.5}, {"a": "http://files/_jobs/x/preview.jpg"})
+    rows = views.run_rows(
+        runs, {"a": 37.5}, {"a": "http://files/_jobs/x/preview.jpg"}, {"b": "http://p/in.jpg"}
+    )
     assert [r["progress"] for r in rows] == [37.5, 100.0]  # completed: 100 without an artifact
     assert rows[0]["duration"] == "1m 15s" and rows[1]["duration"] == "9s"
     assert rows[0]["size"] == "64px" and rows[1]["size"] == "default"
     assert rows[0]["preview"].endswith("preview.jpg") and rows[1]["preview"] is None
+    assert rows[0]["photo"] is None and rows[1]["photo"] == "http://p/in.jpg"
 
 
 def test_failure_message_in_plain_words():
@@ -177,10 +228,12 @@ def test_rejected_cancel_is_reported():
 
 def test_streamlit_is_started_without_telemetry_and_with_the_upload_limit():
     cmd = streamlit_command("127.0.0.1", 8601, 7)
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
+    # server.py: Streamlit's own server with the file route (one port for everything).
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/server.py")
     assert "--browser.gatherUsageStats=false" in cmd
     assert "--server.maxUploadSize=7" in cmd
     assert "--server.port=8601" in cmd and "--server.address=127.0.0.1" in cmd
-    env = child_env()
+    env = child_env(8601)
+    assert env["STYLEDROP_DASHBOARD_PORT"] == "8601"  # preview links name this port
     assert env["DO_NOT_TRACK"] == "1"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"

@@ -37,7 +37,8 @@ from flows.storage import Storage
 from flows.stylize import stylize
 
 FAST = {"size": 48, "iterations": 8, "min_size": 48}  # one scale, 8 steps
-FILES_URL = "http://files.test:8510"
+# Previews are served by the dashboard: http://<host>:<dashboard_port>/files/<path>.
+FILES_URL = "http://files.test:8599/files"
 
 
 def configure(mp: pytest.MonkeyPatch, root: Path, **extra: str) -> Settings:
@@ -48,7 +49,8 @@ def configure(mp: pytest.MonkeyPatch, root: Path, **extra: str) -> Settings:
         "STYLEDROP_PROGRESS_INTERVAL_S": "0.3",
         "STYLEDROP_CANCEL_POLL_S": "0.5",
         "STYLEDROP_HEARTBEAT_S": "1",
-        "STYLEDROP_PUBLIC_FILES_URL": FILES_URL,
+        "STYLEDROP_HOST": "files.test",
+        "STYLEDROP_DASHBOARD_PORT": "8599",
         **extra,
     }
     for key, value in env.items():
@@ -192,14 +194,36 @@ def test_a_run_publishes_progress_preview_and_summary(done, client) -> None:
     arts = artifacts_of(client, state.state_details.flow_run_id)
     (progress,) = arts["progress"]
     assert progress.data == 100 and progress.key == f"job-{record['job_id']}-progress"
-    (preview,) = arts["image"]
+    images = {a.key: a for a in arts["image"]}
+    preview = images[f"job-{record['job_id']}-preview"]
     assert preview.data == f"{FILES_URL}/_jobs/{record['job_id']}/preview.jpg"
+    # The input photo beside it, as a browser-sized copy that outlives the original's move.
+    photo = images[f"job-{record['job_id']}-input"]
+    assert photo.data == f"{FILES_URL}/_jobs/{record['job_id']}/input.jpg"
+    assert photo.description == Path(done["content"]).name
+    assert len(images) == 2
     (summary,) = arts["markdown"]
     assert summary.key == f"job-{record['job_id']}-summary"
     assert record["job_id"] in summary.data
     assert "Warning: random backbone" in summary.data
     assert f"({FILES_URL}/_jobs/{record['job_id']}/result.png)" in summary.data
     assert str(done["content"]) in summary.data
+
+
+def test_a_run_is_named_after_its_photo_and_logs_its_progress(done, client) -> None:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    run_id = done["state"].state_details.flow_run_id
+    assert client.read_flow_run(run_id).name == "photo.png · style"
+
+    def progress_lines() -> list[str]:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        return [log.message for log in logs if "% done: step" in log.message]
+
+    # 8 steps: a line at each tenth passed (12.5% -> "10%", ..., 100%), not one per step.
+    lines = wait_until(lambda: len(progress_lines()) >= 8 and progress_lines(), 30, "logs")
+    assert lines[0].startswith("10% done: step 1/8") and lines[-1].startswith("100% done")
+    assert len(lines) == 8
 
 
 def test_the_same_job_again_is_reused_not_computed(done, client) -> None:
@@ -388,9 +412,11 @@ def test_a_job_on_s3_reads_and_writes_through_the_s3_api(
     result = Image.open(io.BytesIO(store.read_bytes(jobs.result_path(record["job_id"]))))
     assert result.size == (48, 40)
     assert storage.exists("s3://styledrop-test/exports/photo.png.json", settings)
-    # The preview artifact is a presigned URL that a browser (here: httpx) can open.
-    (preview,) = artifacts_of(client, state.state_details.flow_run_id)["image"]
-    assert preview.data.startswith(s3_settings.s3_endpoint_url)
-    response = httpx.get(preview.data, timeout=10)
-    assert response.status_code == 200
-    assert Image.open(io.BytesIO(response.content)).format == "JPEG"
+    # The preview and input artifacts are presigned URLs that a browser (here: httpx) opens.
+    images = artifacts_of(client, state.state_details.flow_run_id)["image"]
+    assert sorted(a.key.rsplit("-", 1)[1] for a in images) == ["input", "preview"]
+    for image in images:
+        assert image.data.startswith(s3_settings.s3_endpoint_url)
+        response = httpx.get(image.data, timeout=10)
+        assert response.status_code == 200
+        assert Image.open(io.BytesIO(response.content)).format == "JPEG"

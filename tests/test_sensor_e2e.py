@@ -82,14 +82,20 @@ def test_backlog_after_a_restart_with_a_corrupt_file_beside_good_ones(
         assert png_size((tmp_path / "outputs" / name).read_bytes())[0] == TINY["size"]
     assert (tmp_path / "archive" / "waves" / "blend.json").exists()  # the sidecar went along
 
-    runs = {r.name: r for r in inbox_runs(str(tmp_path / "processing"))}
+    processing = str(tmp_path / "processing") + "/"
+    runs = {r.parameters["content"].removeprefix(processing): r for r in inbox_runs(processing)}
     assert sorted(runs) == sorted(
-        f"inbox: {n}"
-        for n in ("first.png", "waves/broken.jpg", "waves/good.png", "waves/blend.png")
+        ("first.png", "waves/broken.jpg", "waves/good.png", "waves/blend.png")
     )  # one run each
-    assert runs["inbox: first.png"].parameters["styles"] == ["mosaic"]
-    assert runs["inbox: waves/good.png"].parameters["styles"] == ["waves"]
-    blend = runs["inbox: waves/blend.png"].parameters
+    assert runs["first.png"].parameters["styles"] == ["mosaic"]
+    assert runs["waves/good.png"].parameters["styles"] == ["waves"]
+    # Named after the photo and its styles, and tagged with the source only.
+    assert runs["waves/blend.png"].name == "blend.png · waves + mosaic"
+    assert runs["waves/broken.jpg"].name == "broken.jpg · waves"
+    # The same tags on every file's run (the source, and the deployment's own): none per file.
+    assert len({tuple(sorted(r.tags)) for r in runs.values()}) == 1
+    assert "inbox" in runs["first.png"].tags
+    blend = runs["waves/blend.png"].parameters
     assert blend["styles"] == ["waves", "mosaic"]
     assert blend["options"] == {**TINY, "style_blend": [0.7, 0.3], "seed": 3}
 
@@ -161,6 +167,7 @@ def test_s3_inbox_end_to_end_with_notifications_and_listing(watch, s3: S3, tmp_p
         f"s3://{BUCKET}/{PREFIX}processing/{k}"
         for k in ("waves/my photo.png", "listed.png", "bad.jpg")
     )  # one run each: the notified + listed object too
+    assert all("s3" in r.tags and "inbox" not in r.tags for r in runs)  # the source's tag
     # The sensor moves a file's bookkeeping (.run.json) out of processing/ last, after the
     # error note, so that an interrupted finish resumes: wait for it rather than race it.
     wait_until(

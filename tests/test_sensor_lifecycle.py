@@ -134,6 +134,10 @@ def test_drop_submit_fail_archive_with_contract_parameters(tmp_path: Path, senso
         "force": False,
     }
     assert read_run(bad.flow_run_id).parameters["styles"] == ["mosaic"]  # top level: default
+    # One tag for the source, the take as a label (not a tag per file), a readable name.
+    assert run.tags == ["inbox"]
+    assert run.labels["styledrop.take"] == good.take_id
+    assert run.name == "good.png · ink"
 
     complete(good.flow_run_id)
     set_state(bad.flow_run_id, Failed(message="cannot read image: truncated PNG"))

@@ -70,9 +70,10 @@ def test_json_round_trip_and_missing_is_none(tmp_path: Path) -> None:
 
 
 def test_local_public_url_points_at_the_file_route(tmp_path: Path) -> None:
-    settings = Settings(public_files_url="http://files.example:8510/")
+    settings = Settings(host="files.example", dashboard_port=8501)
     store = Storage(str(tmp_path), settings)
-    assert store.public_url("_jobs/a b/preview.jpg") == "http://files.example:8510/_jobs/a%20b/preview.jpg"
+    url = store.public_url("_jobs/a b/preview.jpg")
+    assert url == "http://files.example:8501/files/_jobs/a%20b/preview.jpg"
     assert store.relative(str(tmp_path / "x/y.png")) == "x/y.png"
     assert store.relative("/elsewhere/y.png") is None
     with pytest.raises(ValueError):

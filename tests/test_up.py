@@ -33,7 +33,6 @@ def up_env(data_dir: Path) -> dict[str, str]:
         STYLEDROP_SENSOR_OPTIONS=json.dumps({"size": 64, "iterations": 10}),
         STYLEDROP_PREFECT_PORT=str(free_port()),
         STYLEDROP_DASHBOARD_PORT=str(free_port()),
-        STYLEDROP_FILES_PORT=str(free_port()),
         PYTHONUNBUFFERED="1",
     )
     return env

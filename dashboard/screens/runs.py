@@ -13,19 +13,20 @@ RUNS_SHOWN = 50
 def runs_table(state_types: list[str] | None) -> None:
     api = ui.api()
 
-    def load() -> tuple[list, dict[str, float], dict[str, str]]:
+    def load() -> tuple[list, dict[str, float], dict[str, str], dict[str, str]]:
         runs = api.runs(state_types, limit=RUNS_SHOWN)
         ids = [r.id for r in runs]
-        return runs, api.progress(ids), api.previews(ids)
+        photos, previews = api.images(ids)
+        return runs, api.progress(ids), previews, photos
 
     loaded = ui.guarded(load, "Could not load the runs")
     if loaded is None:
         return
-    runs, progress, previews = loaded
+    runs, progress, previews, photos = loaded
     if not runs:
         st.info("No runs yet. Submit a picture on the **Submit** page.", icon=":material/info:")
         return
-    rows = views.run_rows(runs, progress, previews)
+    rows = views.run_rows(runs, progress, previews, photos)
     # A new key after each visit to a run page, so coming back does not reopen the run the
     # table still has selected.
     key = f"runs_table_{st.session_state.get('runs_table_nonce', 0)}"
@@ -36,8 +37,20 @@ def runs_table(state_types: list[str] | None) -> None:
         placeholder="",  # no preview yet: an empty cell, not "None"
         on_select="rerun",
         selection_mode="single-row",
-        column_order=["preview", "state", "progress", "style", "size", "started", "duration"],
+        column_order=[
+            "photo",
+            "photo_name",
+            "state",
+            "progress",
+            "preview",
+            "style",
+            "size",
+            "started",
+            "duration",
+        ],
         column_config={
+            "photo": st.column_config.ImageColumn("", width="small"),
+            "photo_name": st.column_config.TextColumn("Photo"),
             "preview": st.column_config.ImageColumn("Preview", width="small"),
             "state": st.column_config.TextColumn("State"),
             "progress": st.column_config.ProgressColumn(
@@ -49,6 +62,8 @@ def runs_table(state_types: list[str] | None) -> None:
             "duration": st.column_config.TextColumn("Duration"),
         },
         row_height=56,
+        # Every run shown, the page scrolls: "auto" fits ten rows of the default height only.
+        height="content",
     )
     st.caption(
         f"Select a row to open the run. Refreshes every {ui.settings().dashboard_refresh_s:g} s."

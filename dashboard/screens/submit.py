@@ -9,10 +9,10 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.uploads import ALLOWED_MIME_TYPES, CheckedImage, UploadRejected, check_upload
+from dashboard.views import STRENGTHS
 from flows.gallery import Style, list_styles
 
 GRID_COLUMNS = 4
-STRENGTHS = {"gentle": 0.25, "light": 0.5, "normal": 1.0, "strong": 2.0, "very strong": 4.0}
 
 settings = ui.settings()
 
@@ -136,14 +136,15 @@ def options_section() -> dict[str, Any]:
 def submit(content: CheckedImage, gallery: list[str], own: list[CheckedImage], options: dict):
     store, api = ui.store(), ui.api()
     content_url = ui.guarded(
-        lambda: store.save_upload(content.data, content.ext), "Could not store the photo"
+        lambda: store.save_upload(content.data, content.name, content.ext),
+        "Could not store the photo",
     )
     if content_url is None:
         return
     styles = list(gallery)
     for image in own:
         url = ui.guarded(
-            lambda image=image: store.save_upload(image.data, image.ext),
+            lambda image=image: store.save_upload(image.data, image.name, image.ext),
             "Could not store the style image",
         )
         if url is None:

@@ -1,9 +1,9 @@
-"""`styledrop dashboard`: the Streamlit dashboard plus the read-only file route for previews.
+"""`styledrop dashboard`: the Streamlit dashboard, with previews and downloads served by the
+same server (`dashboard/server.py`: Streamlit's `st.App` plus the read-only file route).
 
-The file route runs on a thread of this process; Streamlit runs as a child process (its own
-`streamlit run`, so its flags and signal handling are the documented ones). Ctrl-C or SIGTERM
-stops both. Telemetry is off in both: `--browser.gatherUsageStats=false`, DO_NOT_TRACK=1 and
-PREFECT_SERVER_ANALYTICS_ENABLED=false.
+Streamlit runs as a child process (its own `streamlit run`, so its flags and signal handling
+are the documented ones). Ctrl-C or SIGTERM stops it. Telemetry is off:
+`--browser.gatherUsageStats=false`, DO_NOT_TRACK=1 and PREFECT_SERVER_ANALYTICS_ENABLED=false.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-APP = Path(__file__).resolve().parent.parent.parent / "dashboard" / "app.py"
+SERVER = Path(__file__).resolve().parent.parent.parent / "dashboard" / "server.py"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -26,14 +26,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=s.dashboard_port, help=f"dashboard port ({s.dashboard_port})"
     )
-    parser.add_argument(
-        "--files-port", type=int, default=s.files_port, help=f"file route port ({s.files_port})"
-    )
-    parser.add_argument(
-        "--no-files",
-        action="store_true",
-        help="do not start the file route (another process, e.g. `styledrop up`, serves it)",
-    )
 
 
 def streamlit_command(host: str, port: int, max_upload_mb: int) -> list[str]:
@@ -42,7 +34,7 @@ def streamlit_command(host: str, port: int, max_upload_mb: int) -> list[str]:
         "-m",
         "streamlit",
         "run",
-        str(APP),
+        str(SERVER),
         "--browser.gatherUsageStats=false",
         "--server.headless=true",
         f"--server.address={host}",
@@ -56,12 +48,14 @@ def streamlit_command(host: str, port: int, max_upload_mb: int) -> list[str]:
     ]
 
 
-def child_env() -> dict[str, str]:
+def child_env(port: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
         STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+        # The pages make preview links with settings.files_url, which names this port.
+        STYLEDROP_DASHBOARD_PORT=str(port),
     )
     return env
 
@@ -70,33 +64,28 @@ def run(args: argparse.Namespace) -> int:
     from flows.settings import get_settings
 
     s = get_settings()
-    server = None
-    if not args.no_files:
-        if s.storage_root.startswith(("s3://", "s3a://")):
-            print("storage is on S3: previews use presigned URLs, no file route started")
-        else:
-            from dashboard.files import serve_files
-
-            server = serve_files(s.storage_root, args.host, args.files_port)
-            print(f"file route: http://{args.host}:{server.server_address[1]} -> {s.storage_root}")
-
     print(f"dashboard: http://{args.host}:{args.port}", flush=True)
+    if not s.storage_root.startswith(("s3://", "s3a://")):
+        print(f"files: http://{args.host}:{args.port}/files/ -> {s.storage_root}", flush=True)
     proc = subprocess.Popen(
-        streamlit_command(args.host, args.port, s.max_upload_mb), env=child_env()
+        streamlit_command(args.host, args.port, s.max_upload_mb), env=child_env(args.port)
     )
+
+    forwarded: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
         if proc.poll() is None:
+            forwarded.append(signum)
             proc.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     try:
-        return proc.wait()
+        code = proc.wait()
+        # Uvicorn (under st.App) shuts down cleanly, then re-raises the signal it was stopped
+        # with: dying of the signal we sent is a clean stop, not a failure.
+        return 0 if code < 0 and -code in forwarded else code
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(10)
-        if server is not None:
-            server.shutdown()
-            server.server_close()

@@ -65,7 +65,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights", type=Path, default=s.weights, help="path to vgg19-dcbb9e9d.pth (hub cache)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar (there is one only when stderr is a terminal)",
+    )
 
 
 def _resolve_style(value: str, styles_dir: Path) -> Path:
@@ -131,7 +135,9 @@ def _stylize(args: argparse.Namespace) -> Path:
     format_for(out)  # a bad extension should fail before minutes of work, not after
 
     bar = None
-    if not args.quiet:
+    # A bar only where a person watches it: in a log or a pipe its redraws are hundreds of
+    # lines. Elsewhere the summary line below is all there is.
+    if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=1, unit="step", file=sys.stderr, dynamic_ncols=True)

@@ -3,7 +3,7 @@
     Prefect server (SQLite in <data_dir>/.styledrop/prefect)
       -> `styledrop worker`     the warm worker (model loaded once) for stylize/stylize
       -> `styledrop watch`      <data_dir>/inbox/ -> outputs/
-      -> `styledrop dashboard`  Streamlit + the read-only file route
+      -> `styledrop dashboard`  Streamlit, previews and downloads on one port
 
 Every port is checked and a lock taken before anything starts, so a second `up` or a taken
 port gives one clear message instead of half a stack. Children log to
@@ -122,15 +122,10 @@ def plan(settings: Settings, layout: Layout) -> tuple[stack.ChildSpec, list[stac
         ready=lambda: ok(f"{api}/health"),
         stop_signal=signal.SIGINT,  # its documented stop ("Press CTRL+C to stop")
     )
-    files_local = not settings.storage_root.startswith(("s3://", "s3a://"))
     dashboard_url = f"http://{host}:{settings.dashboard_port}"
-    files_url = f"http://{host}:{settings.files_port}"
 
     def dashboard_ready() -> bool:
-        # The file route answers 404 for "/"; any answer below 500 means it is serving.
-        return ok(f"{dashboard_url}/_stcore/health") and (
-            not files_local or ok(f"{files_url}/", below=500)
-        )
+        return ok(f"{dashboard_url}/_stcore/health")
 
     others = [
         # It registers the deployment and the pool, then loads the model: ready once it polls.
@@ -151,8 +146,6 @@ def plan(settings: Settings, layout: Layout) -> tuple[stack.ChildSpec, list[stac
                 host,
                 "--port",
                 str(settings.dashboard_port),
-                "--files-port",
-                str(settings.files_port),
             ],
             env,
             ready=dashboard_ready,
@@ -184,7 +177,6 @@ def preflight(settings: Settings, layout: Layout, lock: stack.StackLock) -> str 
     ports = {
         "STYLEDROP_PREFECT_PORT": settings.prefect_port,
         "STYLEDROP_DASHBOARD_PORT": settings.dashboard_port,
-        "STYLEDROP_FILES_PORT": settings.files_port,
     }
     if len(set(ports.values())) < len(ports):
         return f"two services are set to the same port: {ports}"
@@ -276,6 +268,17 @@ def install_recovery(settings: Settings, layout: Layout) -> str:
         return f"could not install the lost-run automation: {exc}"
 
 
+def install_alerts(settings: Settings) -> str:
+    """The alert automations (flows/alerts.py) on our server, after install_recovery pointed
+    this process at it. Best effort: the stack works without them."""
+    try:
+        from flows.alerts import setup_alerts
+
+        return setup_alerts(settings)
+    except Exception as exc:  # noqa: BLE001
+        return f"could not set up the alerts: {exc}"
+
+
 def write_status(layout: Layout, children: list[stack.Child], urls: dict[str, str]) -> None:
     status = {
         "pid": os.getpid(),
@@ -299,7 +302,7 @@ def print_urls(settings: Settings, layout: Layout) -> dict[str, str]:
         "outputs": settings.storage_root,
     }
     if not settings.storage_root.startswith(("s3://", "s3a://")):
-        urls["files"] = f"http://{settings.host}:{settings.files_port}"
+        urls["files"] = settings.files_url  # the dashboard's own file route
     width = max(len(k) for k in urls) + 1
     say("up. Ctrl-C stops everything.")
     for key, value in urls.items():
@@ -332,6 +335,7 @@ def run(args: argparse.Namespace) -> int:
         say("starting the Prefect server...")
         start_all([server], layout, children, stop, args.timeout)
         say(install_recovery(settings, layout))
+        say(install_alerts(settings))
         say("starting the worker, watch and the dashboard...")
         start_all(others, layout, children, stop, args.timeout)
         urls = print_urls(settings, layout)

@@ -72,8 +72,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--setup-only",
         action="store_true",
-        help="create or update the work pool, the stylize/stylize deployment and the lost-run "
-        "automation (STYLEDROP_LOST_RUN_AFTER_S), then exit: the one-time step for a new server",
+        help="create or update the work pool, the stylize/stylize deployment, the lost-run "
+        "automation (STYLEDROP_LOST_RUN_AFTER_S) and the alerts (STYLEDROP_ALERT_*), then exit: "
+        "the one-time step for a new server",
     )
 
 
@@ -110,6 +111,10 @@ def setup_and_supervise(args: argparse.Namespace, settings: Settings, api: str) 
             say(f"created work pool {args.pool!r}")
         say(scaleout.ensure_deployment(args.pool, update=args.setup_only))
         say(scaleout.ensure_recovery_automation(settings, update=args.setup_only))
+        if args.setup_only:
+            from flows.alerts import setup_alerts
+
+            say(setup_alerts(settings))
     except Exception as exc:  # noqa: BLE001 - one readable line, not a traceback
         say(f"error: cannot set up on {api}: {exc}")
         return 1

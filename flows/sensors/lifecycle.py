@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flows.naming import run_name
 from flows.sensors.convention import SidecarError, is_job, job_spec, output_of, sidecar_of
 from flows.sensors.records import RECORD_SUFFIX, JobRecord, now_iso
 from flows.sensors.store import ARCHIVE, FAILED, INBOX, OUTPUTS, PROCESSING, InboxStore
@@ -36,7 +37,6 @@ from flows.storage import exists as url_exists
 log = logging.getLogger("styledrop.sensor")
 
 ERROR_SUFFIX = ".error.txt"
-TAG = "styledrop-inbox"
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 
@@ -246,16 +246,17 @@ class InboxSensor:
     # --- submitting -----------------------------------------------------------------------
     def submit(self, rec: JobRecord) -> None:
         assert rec.parameters is not None
-        take_tag = f"styledrop-take:{rec.take_id}"
         try:
             while True:
                 run = self.gateway.submit(
                     rec.parameters,
                     key=rec.idempotency_key(),
-                    tags=[TAG, take_tag],
-                    name=f"inbox: {rec.inbox_rel}",
+                    # One tag per source, never one per file.
+                    tags=["s3" if self.store.is_s3 else "inbox"],
+                    name=run_name(rec.parameters),
+                    take=rec.take_id,
                 )
-                if take_tag in run.tags or self._reusable(run):
+                if run.take == rec.take_id or self._reusable(run):
                     break
                 # The key found a finished run of an earlier drop of this very file (same
                 # place, same sidecar) whose result is not there to reuse: the user dropped
@@ -274,7 +275,7 @@ class InboxSensor:
             return
         self._submit_failures = 0
         rec.flow_run_id, rec.flow_run_name = run.id, run.name
-        if take_tag not in run.tags:
+        if run.take != rec.take_id:
             # Adopted an earlier drop's run: its result is where that run writes it.
             rec.parameters["output"] = run.parameters.get("output", rec.parameters["output"])
         rec.note("submitted", flow_run_id=run.id, key=rec.idempotency_key())

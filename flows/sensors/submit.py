@@ -15,6 +15,9 @@ import httpx
 log = logging.getLogger("styledrop.sensor")
 
 DEPLOYMENT = "stylize/stylize"
+# A flow-run label (not a tag: tags are for people filtering runs, one per source) that tells
+# the run this take created from one an idempotency key found (lifecycle.submit).
+TAKE_LABEL = "styledrop.take"
 # The server answers at most this many runs per query (PREFECT_SERVER_API_DEFAULT_LIMIT).
 READ_BATCH = 200
 
@@ -41,6 +44,7 @@ class RunInfo:
     parameters: dict[str, Any] = field(default_factory=dict)
     deployment_id: str | None = None
     state_time: str = ""
+    take: str = ""  # the TAKE_LABEL of the submission that created the run
 
     @classmethod
     def from_flow_run(cls, run: Any) -> RunInfo:
@@ -55,6 +59,7 @@ class RunInfo:
             parameters=dict(run.parameters or {}),
             deployment_id=str(run.deployment_id) if run.deployment_id else None,
             state_time=state.timestamp.isoformat() if state and state.timestamp else "",
+            take=str((getattr(run, "labels", None) or {}).get(TAKE_LABEL, "")),
         )
 
 
@@ -63,22 +68,25 @@ class PrefectGateway:
         self.deployment = deployment
 
     def submit(
-        self, parameters: dict[str, Any], *, key: str, tags: list[str], name: str
+        self, parameters: dict[str, Any], *, key: str, tags: list[str], name: str, take: str
     ) -> RunInfo:
         """Create (or, for a key already used, find) the flow run. Never waits for it."""
-        from prefect.deployments import run_deployment
+        from prefect import get_client
         from prefect.exceptions import ObjectNotFound
+        from prefect.states import Scheduled
 
         try:
-            run = run_deployment(
-                self.deployment,
-                parameters=parameters,
-                timeout=0,
-                idempotency_key=key,
-                tags=tags,
-                flow_run_name=name,
-                as_subflow=False,
-            )
+            with get_client(sync_client=True) as client:
+                deployment = client.read_deployment_by_name(self.deployment)
+                run = client.create_flow_run_from_deployment(
+                    deployment.id,
+                    parameters=parameters,
+                    state=Scheduled(),
+                    name=name,
+                    tags=tags,
+                    idempotency_key=key,
+                    labels={TAKE_LABEL: take},
+                )
         except ObjectNotFound as exc:
             # Usually no worker has registered the deployment yet.
             raise SubmitError(

@@ -61,6 +61,10 @@ def preview_key(job_id: str) -> str:
     return f"job-{job_id}-preview"
 
 
+def input_key(job_id: str) -> str:
+    return f"job-{job_id}-input"
+
+
 def summary_key(job_id: str) -> str:
     return f"job-{job_id}-summary"
 
@@ -92,6 +96,7 @@ class JobMonitor:
         self.cancel_due = Every(settings.cancel_poll_s)
         self.checkpoint_due = Every(settings.checkpoint_interval_s)
         self.last_preview_step = 0
+        self.logged_tenth = 0  # progress lines in the run's log at every 10%
         self.preview_artifact: Any = None
         self.cancel_requested = False
         self.progress_artifact = create_progress_artifact(
@@ -103,6 +108,9 @@ class JobMonitor:
             self.park(progress)
         if self.progress_due.due():
             self.report(progress)
+        if (tenth := int(progress.fraction * 10)) > self.logged_tenth:
+            self.logged_tenth = tenth
+            self.logger.info("%d%% done: %s", 10 * tenth, describe(progress))
         if progress.step - self.last_preview_step >= self.settings.preview_every:
             self.last_preview_step = progress.step
             self.write_preview(progress)
