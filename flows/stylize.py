@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, State
+from prefect.states import Cancelled, Failed, State
 
 from flows.alive import keep_alive, state_before_false_reschedule
 from flows.gpu import gpu_slot
@@ -53,6 +53,7 @@ def stylize(
     options: dict[str, Any] | None = None,
     output: str | None = None,
     force: bool = False,
+    content_name: str | None = None,
 ) -> dict[str, Any] | State:
     """Stylise ``content`` (a local path or s3:// URL) in the given ``styles`` (gallery names,
     paths or URLs; default: the configured default style) and return the job record.
@@ -61,12 +62,14 @@ def stylize(
     extra place for the result (relative paths are inside the storage root) with the record
     beside it as ``<output>.json``. The same inputs and parameters are computed once: later
     submissions return the stored record marked ``reused`` unless ``force=True``.
+    ``content_name`` is what messages call the content (the inbox sensor gives the path the
+    file was dropped at, not the processing/ copy the run reads).
     """
     if (ended := state_before_false_reschedule()) is not None:
         return ended
     settings = get_settings()
     with keep_alive(settings.heartbeat_s):
-        return stylize_job(content, styles, options, output, force)
+        return stylize_job(content, styles, options, output, force, content_name)
 
 
 def stylize_job(
@@ -75,16 +78,21 @@ def stylize_job(
     options: dict[str, Any] | None,
     output: str | None,
     force: bool,
+    content_name: str | None = None,
 ) -> dict[str, Any] | State:
     """The flow's steps, while the run tells the server it is alive."""
     settings = get_settings()
     run_id = flow_run.get_id()
 
     try:
-        job = validate_job(content, styles or [settings.default_style], options or {}, output)
+        job = validate_job(
+            content, styles or [settings.default_style], options or {}, output, content_name
+        )
     except JobRejected as exc:
         link_rejected_run(run_id, str(exc))
-        raise
+        # Returned, not raised: the run's message is then the reason itself, without Prefect's
+        # "Flow run encountered an exception: JobRejected:" in front.
+        return Failed(message=str(exc))
     link_run_to_job(run_id, job.job_id)
 
     if not force and (done := find_completed_job(job.job_id)):

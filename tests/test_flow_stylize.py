@@ -241,17 +241,17 @@ def test_force_computes_again(done, client) -> None:
 
 
 @pytest.mark.parametrize(
-    ("case", "reason"),
+    ("case", "reason", "advice"),
     [
-        ("not_an_image", "not-an-image.png"),
-        ("too_small", "too small to stylise"),
-        ("missing", "content image not found"),
-        ("unknown_style", "unknown style 'no-such-style'"),
-        ("bad_option", "size must be between 16 and 8192"),
+        ("not_an_image", "not-an-image.png", "Use a complete PNG, JPEG or WebP image"),
+        ("too_small", "too small to stylise", "Use a larger image."),
+        ("missing", "content image not found", "Check the path and submit again."),
+        ("unknown_style", "unknown style 'no-such-style'", "Name one of these"),
+        ("bad_option", "size must be between 16 and 8192", "Fix the options"),
     ],
 )
 def test_bad_input_fails_at_once_with_its_reason(
-    case, reason, prefect_api, client, tmp_path, monkeypatch
+    case, reason, advice, prefect_api, client, tmp_path, monkeypatch
 ) -> None:
     settings = configure(monkeypatch, tmp_path)
     content = make_image(tmp_path / "photo.png", (48, 40))
@@ -274,6 +274,10 @@ def test_bad_input_fails_at_once_with_its_reason(
 
     assert state.is_failed()
     assert reason in state.message, state.message
+    # In plain words: no Prefect wrapper, and what to do about it.
+    assert not state.message.startswith("Flow run encountered"), state.message
+    assert "JobRejected" not in state.message
+    assert advice in state.message, state.message
     run_id = state.state_details.flow_run_id
     flow_run = client.read_flow_run(run_id)
     assert flow_run.run_count == 1
