@@ -40,7 +40,7 @@ def s3_options(settings: Settings) -> dict[str, Any]:
     if settings.s3_key:
         options["key"] = settings.s3_key
     if settings.s3_secret:
-        options["secret"] = settings.s3_secret
+        options["secret"] = settings.s3_secret.get_secret_value()
     return options
 
 
