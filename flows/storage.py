@@ -202,5 +202,9 @@ def checkpoint_path(job_id: str) -> str:
     return f"{job_dir(job_id)}/checkpoint.pt"
 
 
+# Prefect's persisted results of flow runs (flows/results.py).
+PREFECT_RESULTS = "_prefect_results"
+
+
 def run_link_path(flow_run_id: str) -> str:
     return f"_runs/{flow_run_id}.json"

@@ -18,6 +18,7 @@ from prefect.states import Cancelled, Failed, State
 from flows.alive import keep_alive, state_before_false_reschedule
 from flows.gpu import gpu_slot
 from flows.jobs import CANCELLED, Job, JobRejected
+from flows.results import use_shared_result_storage
 from flows.settings import get_settings
 from flows.tasks.records import (
     end_record,
@@ -40,7 +41,8 @@ from flows.tasks.validate import validate_job
     retries=0,
     # A Completed run with a persisted result cannot be put back in the queue (Prefect's
     # HandleFlowTerminalStateTransitions): the lost-run automation can never run a finished
-    # job again, whatever the order its events arrive in. The result is the small record.
+    # job again, whatever the order its events arrive in. The result is the small record,
+    # kept under the storage root (flows/results.py) so any machine can read it.
     persist_result=True,
     result_serializer="json",
     on_failure=[record_run_end],
@@ -68,6 +70,7 @@ def stylize(
     if (ended := state_before_false_reschedule()) is not None:
         return ended
     settings = get_settings()
+    use_shared_result_storage(settings)
     with keep_alive(settings.heartbeat_s):
         return stylize_job(content, styles, options, output, force, content_name)
 

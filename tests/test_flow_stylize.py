@@ -147,6 +147,16 @@ def test_a_run_completes_with_result_and_record(done) -> None:
     assert not list(Path(store.root).rglob("*.tmp")), "temporary files left behind"
 
 
+def test_the_persisted_result_lives_under_the_storage_root(done, client) -> None:
+    """Not in the worker's ~/.prefect/storage: any machine sharing the storage reads it."""
+    run = client.read_flow_run(done["state"].state_details.flow_run_id)
+    key = Path(run.state.data.storage_key)  # the result record's metadata, from the server
+    assert key.parent == Path(done["store"].root) / "_prefect_results", key
+    assert key.is_file()
+    # Read back through Prefect from the server's copy of the state alone.
+    assert run.state.result() == done["state"].result()
+
+
 
 
 def test_a_completed_run_cannot_be_put_back_in_the_queue(done, client) -> None:
@@ -398,6 +408,10 @@ def test_a_job_on_s3_reads_and_writes_through_the_s3_api(
     result = Image.open(io.BytesIO(store.read_bytes(jobs.result_path(record["job_id"]))))
     assert result.size == (48, 40)
     assert storage.exists("s3://styledrop-test/exports/photo.png.json", settings)
+    # Prefect's persisted result is on S3 too, under the storage root.
+    key = client.read_flow_run(state.state_details.flow_run_id).state.data.storage_key
+    assert key.startswith("s3://styledrop-test/outputs/_prefect_results/"), key
+    assert storage.exists(key, settings)
     # The preview artifact is a presigned URL that a browser (here: httpx) can open.
     (preview,) = artifacts_of(client, state.state_details.flow_run_id)["image"]
     assert preview.data.startswith(s3_settings.s3_endpoint_url)
