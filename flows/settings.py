@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     cancel_poll_s: float = Field(
         2.0, gt=0, description="Seconds between checks of a running job for a cancel request."
     )
+    duplicate_poll_s: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds between checks, by a run of a job that another live run is "
+        "computing, of whether that run has finished (then its result is reused) or is gone "
+        "(then this run takes over).",
+    )
     serve_limit: int = Field(
         4,
         ge=1,

@@ -1,8 +1,8 @@
 """The ``stylize`` flow: one image, one or more styles, one result - validated, observable,
 resumable, and never computed twice.
 
-    validate inputs -> (finished before? reuse it) -> GPU slot -> stylize image -> write result
-    -> publish summary
+    validate inputs -> (finished before? reuse it) -> claim the job (computed by another run
+    now? wait, reuse its result) -> GPU slot -> stylize image -> write result -> publish summary
 
 Deployment ``stylize/stylize`` (``styledrop serve`` or ``deployments/prefect.yaml``).
 """
@@ -21,13 +21,14 @@ from flows.jobs import CANCELLED, Job, JobRejected
 from flows.results import use_shared_result_storage
 from flows.settings import get_settings
 from flows.tasks.records import (
+    claim_job,
     end_record,
     find_completed_job,
     link_rejected_run,
     link_run_to_job,
     record_run_end,
     reuse_result,
-    start_record,
+    wait_for_owner,
     write_result,
 )
 from flows.tasks.summary import publish_summary
@@ -101,7 +102,14 @@ def stylize_job(
     if not force and (done := find_completed_job(job.job_id)):
         return reuse_and_summarise(job, done, run_id)
 
-    record = start_record(job, run_id, force)
+    # Another run may be computing this very job right now (submitted twice, the same photo
+    # under two names, a retry): wait for it and reuse its result rather than compute it
+    # again; take over if it ends without one.
+    while isinstance(claim := claim_job(job, run_id, force), str):
+        done = wait_for_owner(job.job_id, claim)
+        if done and not force:
+            return reuse_and_summarise(job, done, run_id)
+    record = claim
     with gpu_slot(settings, run_id):
         # A duplicate of this job may have finished while this run waited for the GPU.
         if not force and (done := find_completed_job(job.job_id)):

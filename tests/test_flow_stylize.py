@@ -247,6 +247,48 @@ def test_force_computes_again(done, client) -> None:
     assert "stylize image" in task_runs_of(client, state.state_details.flow_run_id)
 
 
+def test_the_same_job_twice_at_the_same_moment_is_computed_once(
+    prefect_api, client, tmp_path, monkeypatch
+) -> None:
+    """Two runs of one job at once, with GPU room for both: one computes, the other waits for
+    it and returns its record. (Across workers: tests/test_duplicates.py.)"""
+    settings = configure(
+        monkeypatch, tmp_path, STYLEDROP_GPU_SLOTS="2", STYLEDROP_DUPLICATE_POLL_S="0.3"
+    )
+    content = make_image(tmp_path / "photo.png", (48, 40), seed=21)
+    style = make_image(tmp_path / "style.png", (48, 48), seed=22)
+    options = {**FAST, "iterations": 40}
+    start = threading.Barrier(2)
+    states: list = [None, None]
+
+    def submit(i: int) -> None:
+        start.wait()
+        states[i] = stylize(str(content), [str(style)], options, return_state=True)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+
+    assert all(s is not None and s.is_completed() for s in states), states
+    records = [s.result() for s in states]
+    assert records[0]["job_id"] == records[1]["job_id"]
+    (computed,) = [r for r in records if not r.get("reused")]
+    (reused,) = [r for r in records if r.get("reused")]
+    assert {k: v for k, v in reused.items() if k not in ("reused", "reused_by")} == computed
+    assert reused["reused_by"] != computed["flow_run_id"]
+    assert computed["steps"] == 40 and computed["resumed_from_step"] == 0
+    # The engine ran once: one "stylize image" task over both runs.
+    engine_runs = [
+        tr
+        for s in states
+        for tr in task_runs_of(client, s.state_details.flow_run_id).get("stylize image", [])
+    ]
+    assert len(engine_runs) == 1, engine_runs
+    assert Storage(settings.storage_root, settings).exists(jobs.result_path(computed["job_id"]))
+
+
 # --- refused jobs ----------------------------------------------------------------------------
 
 

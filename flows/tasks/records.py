@@ -6,8 +6,12 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from PIL import Image
 from prefect import task
@@ -22,6 +26,11 @@ from flows.tasks.transfer import Stylized
 from flows.tasks.validate import output_format
 
 logger = logging.getLogger(__name__)
+
+# The lock around claiming a job (claim_job), a Prefect global concurrency limit of one slot.
+CLAIM_LIMIT = "styledrop-job-claim"
+# Flow run state types of a run that is working on its job, or about to stop doing so.
+OWNER_ALIVE = {"PENDING", "RUNNING", "CANCELLING"}
 
 
 @task(name="link run to job", **io_task_options())
@@ -53,13 +62,74 @@ def find_completed_job(job_id: str) -> dict[str, Any] | None:
     return None
 
 
-@task(name="start job record", **io_task_options())
-def start_record(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any]:
-    settings = get_settings()
-    worker = {"host": socket.gethostname(), "gpu_limit": settings.gpu_limit}
-    record = jobs.new_record(job, flow_run_id or "", force, worker)
-    get_storage().write_json(jobs.record_path(job.job_id), record)
-    return record
+@task(name="claim job", **io_task_options())
+def claim_job(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any] | str:
+    """This run's new "running" record, written unless the record names another run that is
+    still alive (it computes this job now): then that run's id, to wait for.
+
+    Held under one short global lock, so two runs starting the same job at the same moment
+    cannot both find no owner and both compute it."""
+    store = get_storage()
+    with claim_lock(flow_run_id):
+        record = store.read_json(jobs.record_path(job.job_id))
+        owner = (record or {}).get("flow_run_id") or ""
+        if (record or {}).get("status") == jobs.RUNNING and owner != (flow_run_id or ""):
+            if run_is_alive(owner):
+                return owner
+            logger.info("job %s: its run %s is gone; taking over", job.job_id, owner)
+        worker = {"host": socket.gethostname(), "gpu_limit": get_settings().gpu_limit}
+        record = jobs.new_record(job, flow_run_id or "", force, worker)
+        store.write_json(jobs.record_path(job.job_id), record)
+        return record
+
+
+@contextmanager
+def claim_lock(flow_run_id: str | None) -> Iterator[None]:
+    """A Prefect global concurrency limit of one slot as a lock around the read-check-write of
+    a job record, shared by every machine that talks to the server. Held for a moment; a
+    holder that dies loses it when its lease expires (60 s + up to 15 s)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=CLAIM_LIMIT, limit=1)
+        )
+    holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id)) if flow_run_id else None
+    with concurrency(CLAIM_LIMIT, occupy=1, lease_duration=60, holder=holder, strict=True):
+        yield
+
+
+def run_is_alive(flow_run_id: str) -> bool:
+    """Whether the flow run is being worked on (Pending, Running, or Cancelling and about to
+    stop): not finished, not crashed, not put back in the queue after its worker was lost."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(flow_run_id)).state
+    except (ObjectNotFound, ValueError):  # deleted, or not a run id at all
+        return False
+    return state is not None and state.type.value in OWNER_ALIVE
+
+
+@task(name="wait for the run computing this job", **io_task_options())
+def wait_for_owner(job_id: str, owner: str) -> dict[str, Any] | None:
+    """Wait while ``owner`` computes ``job_id``; return the finished record, or None when the
+    owner ended without one (failed, cancelled, crashed, lost): then this run takes over."""
+    poll_s = get_settings().duplicate_poll_s
+    logger.info("job %s is being computed by flow run %s; waiting for its result", job_id, owner)
+    while True:
+        if done := find_completed_job.fn(job_id):
+            return done
+        if not run_is_alive(owner):
+            # It may have completed between the two checks.
+            return find_completed_job.fn(job_id)
+        time.sleep(poll_s)
 
 
 @task(name="end job record", **io_task_options())
