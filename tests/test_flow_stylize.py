@@ -289,6 +289,52 @@ def test_the_same_job_twice_at_the_same_moment_is_computed_once(
     assert Storage(settings.storage_root, settings).exists(jobs.result_path(computed["job_id"]))
 
 
+def test_a_run_waiting_for_a_lost_duplicate_takes_over(
+    prefect_api, client, tmp_path, monkeypatch
+) -> None:
+    """The job's record says another run computes it: this run waits while that run is
+    alive, and computes the job itself once that run has crashed."""
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.states import Crashed, Running
+
+    from flows.tasks.validate import validate_job
+
+    settings = configure(monkeypatch, tmp_path, STYLEDROP_DUPLICATE_POLL_S="0.3")
+    store = Storage(settings.storage_root, settings)
+    content = make_image(tmp_path / "photo.png", (48, 40), seed=31)
+    style = make_image(tmp_path / "style.png", (48, 48), seed=32)
+    job = validate_job.fn(str(content), [str(style)], FAST, None)
+    owner = client.create_flow_run(stylize, parameters={"content": str(content)}, state=Running())
+    store.write_json(jobs.record_path(job.job_id), jobs.new_record(job, str(owner.id), False))
+
+    done: dict = {}
+    waiter = threading.Thread(
+        target=lambda: done.update(state=stylize(str(content), [str(style)], FAST,
+                                                 return_state=True))
+    )
+    waiter.start()
+
+    def waiting() -> bool:
+        task_runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(like_="wait for the run computing this job")
+            )
+        )
+        return any(tr.state and tr.state.is_running() for tr in task_runs)
+
+    wait_until(waiting, 60, "the second run to wait for the first")
+    assert store.read_json(jobs.record_path(job.job_id))["flow_run_id"] == str(owner.id)
+    client.set_flow_run_state(owner.id, Crashed(message="worker lost"), force=True)
+    waiter.join(120)
+
+    state = done["state"]
+    assert state.is_completed(), state.message
+    record = state.result()
+    assert record["flow_run_id"] == str(state.state_details.flow_run_id) != str(owner.id)
+    assert not record.get("reused") and record["steps"] == record["total_steps"]
+    assert "stylize image" in task_runs_of(client, state.state_details.flow_run_id)
+
+
 # --- refused jobs ----------------------------------------------------------------------------
 
 
