@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,7 @@ from prefect import task
 
 import engine
 from flows import jobs, storage
+from flows.alive import ALIVE_EVENT
 from flows.jobs import Job
 from flows.settings import get_settings
 from flows.storage import Storage, get_storage, is_s3
@@ -74,7 +76,7 @@ def claim_job(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any] 
         record = store.read_json(jobs.record_path(job.job_id))
         owner = (record or {}).get("flow_run_id") or ""
         if (record or {}).get("status") == jobs.RUNNING and owner != (flow_run_id or ""):
-            if run_is_alive(owner):
+            if run_is_alive(owner, get_settings().lost_run_after_s):
                 return owner
             logger.info("job %s: its run %s is gone; taking over", job.job_id, owner)
         worker = {"host": socket.gethostname(), "gpu_limit": get_settings().gpu_limit}
@@ -103,33 +105,59 @@ def claim_lock(flow_run_id: str | None) -> Iterator[None]:
         yield
 
 
-def run_is_alive(flow_run_id: str) -> bool:
-    """Whether the flow run is being worked on (Pending, Running, or Cancelling and about to
-    stop): not finished, not crashed, not put back in the queue after its worker was lost."""
+def run_is_alive(flow_run_id: str, silent_after_s: float) -> bool:
+    """Whether the flow run is working on its job, as the lost-run automation sees it: Pending,
+    Running or Cancelling (about to stop), and either in that state for less than
+    ``silent_after_s`` or with a ``styledrop.run.alive`` event in the last ``silent_after_s``.
+    A run killed with its machine stays Running on the server until the automation puts it
+    back in the queue; it counts as lost as soon as it has been silent that long."""
     from prefect.client.orchestration import get_client
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventResourceFilter,
+    )
     from prefect.exceptions import ObjectNotFound
 
     try:
-        with get_client(sync_client=True) as client:
-            state = client.read_flow_run(UUID(flow_run_id)).state
-    except (ObjectNotFound, ValueError):  # deleted, or not a run id at all
+        run_id = UUID(flow_run_id)
+    except ValueError:  # a record written outside a flow run
         return False
-    return state is not None and state.type.value in OWNER_ALIVE
+    since = datetime.now(UTC) - timedelta(seconds=silent_after_s)
+    with get_client(sync_client=True) as client:
+        try:
+            state = client.read_flow_run(run_id).state
+        except ObjectNotFound:
+            return False
+        if state is None or state.type.value not in OWNER_ALIVE:
+            return False
+        if state.timestamp >= since:
+            return True
+        beats = client.read_events(
+            EventFilter(
+                occurred=EventOccurredFilter(since=since),
+                event=EventNameFilter(name=[ALIVE_EVENT]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+            ),
+            limit=1,
+        )
+    return bool(beats.events)
 
 
 @task(name="wait for the run computing this job", **io_task_options())
 def wait_for_owner(job_id: str, owner: str) -> dict[str, Any] | None:
     """Wait while ``owner`` computes ``job_id``; return the finished record, or None when the
     owner ended without one (failed, cancelled, crashed, lost): then this run takes over."""
-    poll_s = get_settings().duplicate_poll_s
+    settings = get_settings()
     logger.info("job %s is being computed by flow run %s; waiting for its result", job_id, owner)
     while True:
         if done := find_completed_job.fn(job_id):
             return done
-        if not run_is_alive(owner):
+        if not run_is_alive(owner, settings.lost_run_after_s):
             # It may have completed between the two checks.
             return find_completed_job.fn(job_id)
-        time.sleep(poll_s)
+        time.sleep(settings.duplicate_poll_s)
 
 
 @task(name="end job record", **io_task_options())
