@@ -289,6 +289,25 @@ def test_the_same_job_twice_at_the_same_moment_is_computed_once(
     assert Storage(settings.storage_root, settings).exists(jobs.result_path(computed["job_id"]))
 
 
+def test_the_claim_lock_lets_one_holder_in_at_a_time(prefect_api, client) -> None:
+    from flows.tasks.records import CLAIM_LIMIT, claim_lock
+
+    entered = threading.Event()
+
+    def second() -> None:
+        with claim_lock(None):
+            entered.set()
+
+    with claim_lock(None):
+        assert client.read_global_concurrency_limit_by_name(CLAIM_LIMIT).active_slots == 1
+        other = threading.Thread(target=second)
+        other.start()
+        assert not entered.wait(1.5), "a second holder got in while the first held the lock"
+    assert entered.wait(15), "the second holder never got in after the first let go"
+    other.join(15)
+    assert client.read_global_concurrency_limit_by_name(CLAIM_LIMIT).active_slots == 0
+
+
 def test_a_run_waiting_for_a_lost_duplicate_takes_over(
     prefect_api, client, tmp_path, monkeypatch
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 import socket
 import time
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 from PIL import Image
-from prefect import task
+from prefect import get_run_logger, task
 
 import engine
 from flows import jobs, storage
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 # The lock around claiming a job (claim_job), a Prefect global concurrency limit of one slot.
 CLAIM_LIMIT = "styledrop-job-claim"
+CLAIM_LEASE_S = 60  # Prefect's shortest lease
 # Flow run state types of a run that is working on its job, or about to stop doing so.
 OWNER_ALIVE = {"PENDING", "RUNNING", "CANCELLING"}
 
@@ -78,7 +81,7 @@ def claim_job(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any] 
         if (record or {}).get("status") == jobs.RUNNING and owner != (flow_run_id or ""):
             if run_is_alive(owner, get_settings().lost_run_after_s):
                 return owner
-            logger.info("job %s: its run %s is gone; taking over", job.job_id, owner)
+            get_run_logger().info("job %s: its run %s is gone; taking over", job.job_id, owner)
         worker = {"host": socket.gethostname(), "gpu_limit": get_settings().gpu_limit}
         record = jobs.new_record(job, flow_run_id or "", force, worker)
         store.write_json(jobs.record_path(job.job_id), record)
@@ -89,20 +92,37 @@ def claim_job(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any] 
 def claim_lock(flow_run_id: str | None) -> Iterator[None]:
     """A Prefect global concurrency limit of one slot as a lock around the read-check-write of
     a job record, shared by every machine that talks to the server. Held for a moment; a
-    holder that dies loses it when its lease expires (60 s + up to 15 s)."""
+    holder that dies loses it when its lease expires (60 s + up to 15 s).
+
+    Slots are asked for directly rather than with ``prefect.concurrency``: that one waits as
+    long as the server's Retry-After says, seconds that grow with every refusal in a burst,
+    for a lock held for milliseconds."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-    from prefect.concurrency.sync import concurrency
     from prefect.exceptions import ObjectAlreadyExists
 
-    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
-        client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=CLAIM_LIMIT, limit=1)
-        )
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id)) if flow_run_id else None
-    with concurrency(CLAIM_LIMIT, occupy=1, lease_duration=60, holder=holder, strict=True):
-        yield
+    with get_client(sync_client=True) as client:
+        with suppress(ObjectAlreadyExists):
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=CLAIM_LIMIT, limit=1)
+            )
+        while True:
+            try:
+                lease = client.increment_concurrency_slots_with_lease(
+                    [CLAIM_LIMIT], 1, "concurrency", CLAIM_LEASE_S, holder
+                )
+                break
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != httpx.codes.LOCKED:
+                    raise
+                time.sleep(random.uniform(0.05, 0.3))
+        lease_id = UUID(lease.json()["lease_id"])
+        try:
+            yield
+        finally:
+            client.release_concurrency_slots_with_lease(lease_id)
 
 
 def run_is_alive(flow_run_id: str, silent_after_s: float) -> bool:
@@ -150,7 +170,9 @@ def wait_for_owner(job_id: str, owner: str) -> dict[str, Any] | None:
     """Wait while ``owner`` computes ``job_id``; return the finished record, or None when the
     owner ended without one (failed, cancelled, crashed, lost): then this run takes over."""
     settings = get_settings()
-    logger.info("job %s is being computed by flow run %s; waiting for its result", job_id, owner)
+    get_run_logger().info(
+        "job %s is being computed by flow run %s; waiting for its result", job_id, owner
+    )
     while True:
         if done := find_completed_job.fn(job_id):
             return done
