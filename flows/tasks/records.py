@@ -104,21 +104,25 @@ def claim_lock(flow_run_id: str | None) -> Iterator[None]:
 
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id)) if flow_run_id else None
     with get_client(sync_client=True) as client:
-        with suppress(ObjectAlreadyExists):
-            client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=CLAIM_LIMIT, limit=1)
-            )
         while True:
             try:
                 lease = client.increment_concurrency_slots_with_lease(
                     [CLAIM_LIMIT], 1, "concurrency", CLAIM_LEASE_S, holder
-                )
-                break
+                ).json()
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code != httpx.codes.LOCKED:
                     raise
                 time.sleep(random.uniform(0.05, 0.3))
-        lease_id = UUID(lease.json()["lease_id"])
+                continue
+            if lease["limits"]:
+                break
+            # No such limit (first use on this server): the lease holds nothing; create it.
+            client.release_concurrency_slots_with_lease(UUID(lease["lease_id"]))
+            with suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=CLAIM_LIMIT, limit=1)
+                )
+        lease_id = UUID(lease["lease_id"])
         try:
             yield
         finally:
