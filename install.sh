@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or updates) the virtual environment at .venv with styledrop and its pinned
 # dependencies. Safe to run again. `./install.sh --test` also installs what the tests need,
-# including Debian's chromium + chromium-driver for the browser end-to-end test.
+# including Debian's chromium + chromium-driver for the browser end-to-end test and
+# postgresql for the scale-out test's Prefect server (tests/postgres.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -14,13 +15,19 @@ fi
 # pip, not uv: pip sees the local package mirror through its own configuration.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".${extras}"
 
-if [[ -n "$extras" ]] && ! command -v chromedriver >/dev/null 2>&1; then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing chromium + chromium-driver for the browser test" >&2
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            chromium chromium-driver >/dev/null
-    else
-        echo "warning: chromium-driver missing and not root: the browser test will be skipped" >&2
+if [[ -n "$extras" ]]; then
+    missing=()
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            echo "installing ${missing[*]} for the browser and scale-out tests" >&2
+            apt-get update -qq >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                "${missing[@]}" >/dev/null
+        else
+            echo "warning: ${missing[*]} missing and not root: the browser test is skipped" \
+                "without chromium; the scale-out tests fail without postgresql" >&2
+        fi
     fi
 fi

@@ -8,6 +8,8 @@ import importlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from pydantic import ValidationError
+
 # name -> (module, one-line help). Each module provides register(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "stylize": ("flows.commands.stylize", "stylise one image on this machine (no server needed)"),
@@ -42,7 +44,22 @@ def main(argv: list[str] | None = None) -> int:
     cmd_parser = argparse.ArgumentParser(prog=f"styledrop {name}", description=COMMANDS[name][1])
     module.register(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except ValidationError as exc:  # STYLEDROP_* settings are checked when first loaded
+        print(f"styledrop: error: bad settings:\n{settings_errors(exc)}", file=sys.stderr)
+        return 2
+
+
+def settings_errors(exc: ValidationError) -> str:
+    """One line per problem, naming the variable to change; no traceback, no values of
+    secrets (pydantic's text quotes the input)."""
+    lines = []
+    for err in exc.errors():
+        where = "STYLEDROP_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
+        why = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {why}" if where else f"  {why}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,12 @@ RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cance
 
 class JobRejected(ValueError):
     """The job cannot be done as asked (not an image, too small, unknown style, bad option).
-    The message is the reason shown to the user. Retrying never helps, so it never is."""
+    The message is shown to the user as it is: what is wrong, then what to do about it.
+    Retrying never helps, so it never is."""
+
+    def __init__(self, reason: str, advice: str = "") -> None:
+        self.reason, self.advice = reason, advice
+        super().__init__(f"{reason}. {advice}." if advice else reason)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout styledrop runs from (it is installed editable), home of styles/ and samples/.
@@ -46,7 +46,11 @@ class Settings(BaseSettings):
         "", description="Key prefix inside the bucket (inbox/, outputs/... below it)."
     )
     s3_key: str = Field("", description="Access key id; empty: the standard AWS credential chain.")
-    s3_secret: str = Field("", description="Secret access key; empty: the standard AWS chain.")
+    s3_secret: SecretStr = Field(
+        "",
+        validate_default=True,
+        description="Secret access key (never printed); empty: the standard AWS chain.",
+    )
 
     # --- engine -------------------------------------------------------------------------
     backbone: Literal["auto", "vgg19", "random"] = Field(
@@ -71,6 +75,13 @@ class Settings(BaseSettings):
     )
     cancel_poll_s: float = Field(
         2.0, gt=0, description="Seconds between checks of a running job for a cancel request."
+    )
+    duplicate_poll_s: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds between checks, by a run of a job that another live run is "
+        "computing, of whether that run has finished (then its result is reused) or is gone "
+        "(then this run takes over).",
     )
     io_retries: int = Field(3, ge=0, description="Retries of storage reads/writes that failed.")
     io_retry_delay_s: float = Field(5.0, ge=0, description="Seconds before the first retry.")
@@ -191,6 +202,29 @@ class Settings(BaseSettings):
         description="Seconds between listings of the bucket inbox while a queue brings its "
         "events (the listing only catches lost events then).",
     )
+
+    # --- checked when loaded: a bad value stops the command at once, naming the variable ---
+    @field_validator("storage")
+    @classmethod
+    def _local_or_s3(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("s3://", "s3a://")):
+            raise ValueError(f"must be a local path or an s3:// URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        # The lost-run automation must not take a run that merely missed a beat or two.
+        if self.lost_run_after_s <= self.heartbeat_s + 10:
+            raise ValueError(
+                f"STYLEDROP_LOST_RUN_AFTER_S ({self.lost_run_after_s}) must exceed the heartbeat "
+                f"period STYLEDROP_HEARTBEAT_S ({self.heartbeat_s}) by more than 10 s"
+            )
+        if bool(self.s3_key) != bool(self.s3_secret.get_secret_value()):
+            raise ValueError(
+                "STYLEDROP_S3_KEY and STYLEDROP_S3_SECRET go together: set both, or neither "
+                "to use the standard AWS credential chain"
+            )
+        return self
 
     @property
     def storage_root(self) -> str:

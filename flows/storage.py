@@ -40,7 +40,7 @@ def s3_options(settings: Settings) -> dict[str, Any]:
     if settings.s3_key:
         options["key"] = settings.s3_key
     if settings.s3_secret:
-        options["secret"] = settings.s3_secret
+        options["secret"] = settings.s3_secret.get_secret_value()
     return options
 
 
@@ -205,6 +205,10 @@ def input_path(job_id: str) -> str:
 
 def checkpoint_path(job_id: str) -> str:
     return f"{job_dir(job_id)}/checkpoint.pt"
+
+
+# Prefect's persisted results of flow runs (flows/results.py).
+PREFECT_RESULTS = "_prefect_results"
 
 
 def run_link_path(flow_run_id: str) -> str:

@@ -134,14 +134,17 @@ class PrefectServer:
         return env
 
 
-def start_prefect_server(home: Path) -> PrefectServer:
-    """A real `prefect server start` (SQLite) on a free loopback port."""
+def start_prefect_server(home: Path, database_url: str | None = None) -> PrefectServer:
+    """A real `prefect server start` on a free loopback port: on SQLite in ``home``, or on
+    the database at ``database_url`` (PostgreSQL: see ``postgres_prefect_server``)."""
     import httpx
 
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false")
     env.pop("PREFECT_API_URL", None)
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     log = home / "server.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start"]
@@ -192,6 +195,20 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
             else:
                 os.environ[k] = v
         stop_process(server.proc)
+
+
+@pytest.fixture(scope="module")
+def postgres_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A Prefect server on a PostgreSQL of its own, as docs/scale-out.md runs it for many
+    machines (tests/postgres.py: Debian's postgresql in a temporary folder)."""
+    from tests.postgres import postgres_cluster
+
+    with postgres_cluster() as pg:
+        server = start_prefect_server(tmp_path_factory.mktemp("prefect-pg"), pg.url)
+        try:
+            yield server
+        finally:
+            stop_process(server.proc)
 
 
 @pytest.fixture(scope="session")

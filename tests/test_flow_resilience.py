@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, make_image, stop_process, wait_until
-from test_flow_stylize import client, configure  # noqa: F401 - fixture
+from test_flow_stylize import client, configure, task_runs_of  # noqa: F401 - fixture
 
 from flows import jobs
 from flows.storage import Storage
@@ -32,9 +32,15 @@ RUN_FLOW = (
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(
-    prefect_api, tmp_path, monkeypatch, artifacts_dir
+    prefect_api, client, tmp_path, monkeypatch, artifacts_dir  # noqa: F811
 ) -> None:
-    settings = configure(monkeypatch, tmp_path, STYLEDROP_CHECKPOINT_INTERVAL_S="0.3")
+    # Checkpoint often. The killed run still looks Running on the server (no lost-run
+    # automation here): the resubmission waits until it has been silent for
+    # STYLEDROP_LOST_RUN_AFTER_S, then takes over.
+    settings = configure(
+        monkeypatch, tmp_path, STYLEDROP_CHECKPOINT_INTERVAL_S="0.3",
+        STYLEDROP_LOST_RUN_AFTER_S="12",
+    )
     store = Storage(settings.storage_root, settings)
     content = make_image(tmp_path / "photo.png", (48, 40), seed=5)
     style = make_image(tmp_path / "style.png", (48, 48), seed=6)
@@ -71,3 +77,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(
     assert record["resumed_from_step"] >= saved["step"] > 0
     assert record["steps"] == record["total_steps"]
     assert store.exists(jobs.result_path(job_id))
+    assert "wait for the run computing this job" in task_runs_of(
+        client, state.state_details.flow_run_id
+    )
+

@@ -146,6 +146,16 @@ def test_a_run_completes_with_result_and_record(done) -> None:
     assert not list(Path(store.root).rglob("*.tmp")), "temporary files left behind"
 
 
+def test_the_persisted_result_lives_under_the_storage_root(done, client) -> None:
+    """Not in the worker's ~/.prefect/storage: any machine sharing the storage reads it."""
+    run = client.read_flow_run(done["state"].state_details.flow_run_id)
+    key = Path(run.state.data.storage_key)  # the result record's metadata, from the server
+    assert key.parent == Path(done["store"].root) / "_prefect_results", key
+    assert key.is_file()
+    # Read back through Prefect from the server's copy of the state alone.
+    assert run.state.result() == done["state"].result()
+
+
 
 
 def test_a_completed_run_cannot_be_put_back_in_the_queue(done, client) -> None:
@@ -258,21 +268,128 @@ def test_force_computes_again(done, client) -> None:
     assert "stylize image" in task_runs_of(client, state.state_details.flow_run_id)
 
 
+def test_the_same_job_twice_at_the_same_moment_is_computed_once(
+    prefect_api, client, tmp_path, monkeypatch
+) -> None:
+    """Two runs of one job at once, with GPU room for both: one computes, the other waits for
+    it and returns its record. (Across workers: tests/test_duplicates.py.)"""
+    settings = configure(
+        monkeypatch, tmp_path, STYLEDROP_GPU_SLOTS="2", STYLEDROP_DUPLICATE_POLL_S="0.3"
+    )
+    content = make_image(tmp_path / "photo.png", (48, 40), seed=21)
+    style = make_image(tmp_path / "style.png", (48, 48), seed=22)
+    options = {**FAST, "iterations": 40}
+    start = threading.Barrier(2)
+    states: list = [None, None]
+
+    def submit(i: int) -> None:
+        start.wait()
+        states[i] = stylize(str(content), [str(style)], options, return_state=True)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+
+    assert all(s is not None and s.is_completed() for s in states), states
+    records = [s.result() for s in states]
+    assert records[0]["job_id"] == records[1]["job_id"]
+    (computed,) = [r for r in records if not r.get("reused")]
+    (reused,) = [r for r in records if r.get("reused")]
+    assert {k: v for k, v in reused.items() if k not in ("reused", "reused_by")} == computed
+    assert reused["reused_by"] != computed["flow_run_id"]
+    assert computed["steps"] == 40 and computed["resumed_from_step"] == 0
+    # The engine ran once: one "stylize image" task over both runs.
+    engine_runs = [
+        tr
+        for s in states
+        for tr in task_runs_of(client, s.state_details.flow_run_id).get("stylize image", [])
+    ]
+    assert len(engine_runs) == 1, engine_runs
+    assert Storage(settings.storage_root, settings).exists(jobs.result_path(computed["job_id"]))
+
+
+def test_the_claim_lock_lets_one_holder_in_at_a_time(prefect_api, client) -> None:
+    from flows.tasks.records import CLAIM_LIMIT, claim_lock
+
+    entered = threading.Event()
+
+    def second() -> None:
+        with claim_lock(None):
+            entered.set()
+
+    with claim_lock(None):
+        assert client.read_global_concurrency_limit_by_name(CLAIM_LIMIT).active_slots == 1
+        other = threading.Thread(target=second)
+        other.start()
+        assert not entered.wait(1.5), "a second holder got in while the first held the lock"
+    assert entered.wait(15), "the second holder never got in after the first let go"
+    other.join(15)
+    assert client.read_global_concurrency_limit_by_name(CLAIM_LIMIT).active_slots == 0
+
+
+def test_a_run_waiting_for_a_lost_duplicate_takes_over(
+    prefect_api, client, tmp_path, monkeypatch
+) -> None:
+    """The job's record says another run computes it: this run waits while that run is
+    alive, and computes the job itself once that run has crashed."""
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.states import Crashed, Running
+
+    from flows.tasks.validate import validate_job
+
+    settings = configure(monkeypatch, tmp_path, STYLEDROP_DUPLICATE_POLL_S="0.3")
+    store = Storage(settings.storage_root, settings)
+    content = make_image(tmp_path / "photo.png", (48, 40), seed=31)
+    style = make_image(tmp_path / "style.png", (48, 48), seed=32)
+    job = validate_job.fn(str(content), [str(style)], FAST, None)
+    owner = client.create_flow_run(stylize, parameters={"content": str(content)}, state=Running())
+    store.write_json(jobs.record_path(job.job_id), jobs.new_record(job, str(owner.id), False))
+
+    done: dict = {}
+    waiter = threading.Thread(
+        target=lambda: done.update(state=stylize(str(content), [str(style)], FAST,
+                                                 return_state=True))
+    )
+    waiter.start()
+
+    def waiting() -> bool:
+        task_runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(like_="wait for the run computing this job")
+            )
+        )
+        return any(tr.state and tr.state.is_running() for tr in task_runs)
+
+    wait_until(waiting, 60, "the second run to wait for the first")
+    assert store.read_json(jobs.record_path(job.job_id))["flow_run_id"] == str(owner.id)
+    client.set_flow_run_state(owner.id, Crashed(message="worker lost"), force=True)
+    waiter.join(120)
+
+    state = done["state"]
+    assert state.is_completed(), state.message
+    record = state.result()
+    assert record["flow_run_id"] == str(state.state_details.flow_run_id) != str(owner.id)
+    assert not record.get("reused") and record["steps"] == record["total_steps"]
+    assert "stylize image" in task_runs_of(client, state.state_details.flow_run_id)
+
+
 # --- refused jobs ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("case", "reason"),
+    ("case", "reason", "advice"),
     [
-        ("not_an_image", "not-an-image.png"),
-        ("too_small", "too small to stylise"),
-        ("missing", "content image not found"),
-        ("unknown_style", "unknown style 'no-such-style'"),
-        ("bad_option", "size must be between 16 and 8192"),
+        ("not_an_image", "not-an-image.png", "Use a complete PNG, JPEG or WebP image"),
+        ("too_small", "too small to stylise", "Use a larger image."),
+        ("missing", "content image not found", "Check the path and submit again."),
+        ("unknown_style", "unknown style 'no-such-style'", "Name one of these"),
+        ("bad_option", "size must be between 16 and 8192", "Fix the options"),
     ],
 )
 def test_bad_input_fails_at_once_with_its_reason(
-    case, reason, prefect_api, client, tmp_path, monkeypatch
+    case, reason, advice, prefect_api, client, tmp_path, monkeypatch
 ) -> None:
     settings = configure(monkeypatch, tmp_path)
     content = make_image(tmp_path / "photo.png", (48, 40))
@@ -295,6 +412,10 @@ def test_bad_input_fails_at_once_with_its_reason(
 
     assert state.is_failed()
     assert reason in state.message, state.message
+    # In plain words: no Prefect wrapper, and what to do about it.
+    assert not state.message.startswith("Flow run encountered"), state.message
+    assert "JobRejected" not in state.message
+    assert advice in state.message, state.message
     run_id = state.state_details.flow_run_id
     flow_run = client.read_flow_run(run_id)
     assert flow_run.run_count == 1
@@ -412,6 +533,10 @@ def test_a_job_on_s3_reads_and_writes_through_the_s3_api(
     result = Image.open(io.BytesIO(store.read_bytes(jobs.result_path(record["job_id"]))))
     assert result.size == (48, 40)
     assert storage.exists("s3://styledrop-test/exports/photo.png.json", settings)
+    # Prefect's persisted result is on S3 too, under the storage root.
+    key = client.read_flow_run(state.state_details.flow_run_id).state.data.storage_key
+    assert key.startswith("s3://styledrop-test/outputs/_prefect_results/"), key
+    assert storage.exists(key, settings)
     # The preview and input artifacts are presigned URLs that a browser (here: httpx) opens.
     images = artifacts_of(client, state.state_details.flow_run_id)["image"]
     assert sorted(a.key.rsplit("-", 1)[1] for a in images) == ["input", "preview"]

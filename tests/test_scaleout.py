@@ -1,6 +1,7 @@
-"""Scale-out end to end on one machine: a real Prefect server, the administrator's setup
-(`styledrop worker --setup-only`, then `prefect deploy` with deployments/prefect.yaml), warm
-`styledrop worker` processes on the styledrop work pool, and S3 storage on moto's HTTP server.
+"""Scale-out end to end on one machine: a real Prefect server on PostgreSQL (as
+docs/scale-out.md runs it for many machines), the administrator's setup (`styledrop worker
+--setup-only`, then `prefect deploy` with deployments/prefect.yaml), warm `styledrop worker`
+processes on the styledrop work pool, and S3 storage on moto's HTTP server.
 
 Timing: flow runs send an alive event every 2 s (STYLEDROP_HEARTBEAT_S) and the lost-run
 automation waits 30 s of silence (STYLEDROP_LOST_RUN_AFTER_S): far more than a loaded 2-core
@@ -28,7 +29,6 @@ from flows.stack import descendants, pid_alive
 from tests.conftest import (
     ROOT,
     make_image,
-    start_prefect_server,
     stop_process,
     wait_until,
 )
@@ -77,13 +77,15 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[Cluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, postgres_prefect_server
+) -> Iterator[Cluster]:
     import boto3
 
     tmp = tmp_path_factory.mktemp("scaleout")
     logs = ROOT / "test-artifacts" / "test_scaleout"
     logs.mkdir(parents=True, exist_ok=True)
-    server = start_prefect_server(tmp / "prefect")
+    server = postgres_prefect_server
     endpoint = s3_endpoint
     aws = {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -393,6 +395,73 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace(
     finally:
         if worker.poll() is None:
             machine_dies(worker)
+
+
+@pytest.mark.timeout(400)
+def test_the_same_job_submitted_twice_at_once_is_computed_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Two runs of one job at the same moment, one on each worker: one computes it, the other
+    waits for it and returns its result; both end Completed."""
+    content = upload_content(cluster, tmp_path, 97)
+    options = {"size": 48, "iterations": 300, "seed": 9}
+    workers = [cluster.start_worker("d1"), cluster.start_worker("d2")]
+    try:
+        wait_until(lambda: online_workers(cluster) >= {"d1", "d2"}, 120, "both workers", 0.5)
+        run_ids = [submit(cluster, content, options) for _ in range(2)]
+        wait_until(
+            lambda: all(r.state.is_final() for r in read_runs(cluster, run_ids).values()),
+            300,
+            "both runs to finish",
+            1.0,
+        )
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                stop_gracefully(proc, 60)
+
+    runs = read_runs(cluster, run_ids)
+    assert {r.state.name for r in runs.values()} == {"Completed"}, {
+        rid: state_history(cluster, rid) for rid in run_ids
+    }
+    (job,) = {job_of(cluster, rid) for rid in run_ids}
+    record = cluster.read_json(f"_jobs/{job}/record.json")
+    assert record["status"] == "completed" and record["flow_run_id"] in run_ids, record
+    # One computation, from the start: no takeover, every step done once by one run.
+    assert record["resumed_from_step"] == 0 and record["steps"] == record["total_steps"]
+    computing = record["flow_run_id"]
+    (waiting,) = set(run_ids) - {computing}
+    tasks = {rid: task_names(cluster, rid) for rid in run_ids}
+    assert tasks[computing].count("stylize image") == 1, tasks
+    assert "stylize image" not in tasks[waiting], tasks
+    # It waited for the other run while that one was computing (not just found it done).
+    assert "wait for the run computing this job" in tasks[waiting], tasks
+    # Both runs' persisted results (under the storage root) are the job's record.
+    results = {rid: persisted_result(cluster, runs[rid]) for rid in run_ids}
+    assert results[computing] == record
+    assert results[waiting]["reused"] is True and results[waiting]["reused_by"] == waiting
+    assert {k: v for k, v in results[waiting].items() if k not in ("reused", "reused_by")} == record
+
+
+def task_names(cluster: Cluster, run_id: str) -> list[str]:
+    """The names of a flow run's task runs, without Prefect's "-<hex>" suffix."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with api(cluster), get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+    return [tr.name.rsplit("-", 1)[0] for tr in task_runs]
+
+
+def persisted_result(cluster: Cluster, run: Any) -> dict[str, Any]:
+    """The value of a run's persisted result, read from S3 where its metadata says it is."""
+    key = run.state.data.storage_key
+    prefix = cluster.storage_url("_prefect_results/")
+    assert key.startswith(prefix), key
+    body = cluster.s3.get_object(Bucket=BUCKET, Key=key.removeprefix(f"s3://{BUCKET}/"))
+    return json.loads(json.loads(body["Body"].read())["result"])
 
 
 def state_history(cluster: Cluster, run_id: str) -> list[str]:

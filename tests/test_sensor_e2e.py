@@ -76,6 +76,10 @@ def test_backlog_after_a_restart_with_a_corrupt_file_beside_good_ones(
     assert "broken.jpg" in text and "Flow run:" in text
     reason = text.split("Reason:", 1)[1].split("\n", 1)[0].strip()
     assert reason and "image" in reason.lower(), text  # the flow's words, not a stack trace
+    # The file as it was dropped, what is wrong with it and what to do; no Prefect wording.
+    assert str(inbox / "waves" / "broken.jpg") in reason and "processing" not in reason, text
+    assert "encountered an exception" not in reason and "JobRejected" not in reason, text
+    assert "Use a complete PNG, JPEG or WebP image" in reason, text
     assert (tmp_path / "failed" / "waves" / "broken.jpg").exists()
     for name in ("first.png", "waves/good.png", "waves/blend.png"):
         wait_until((tmp_path / "archive" / name).exists, OUTCOME_S, f"{name} archived")

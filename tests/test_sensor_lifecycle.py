@@ -132,6 +132,7 @@ def test_drop_submit_fail_archive_with_contract_parameters(tmp_path: Path, senso
         "options": {"size": 48},
         "output": str(tmp_path / "outputs" / "ink" / "good.png"),
         "force": False,
+        "content_name": str(tmp_path / "inbox" / "ink" / "good.png"),
     }
     assert read_run(bad.flow_run_id).parameters["styles"] == ["mosaic"]  # top level: default
     # One tag for the source, the take as a label (not a tag per file), a readable name.
@@ -140,7 +141,9 @@ def test_drop_submit_fail_archive_with_contract_parameters(tmp_path: Path, senso
     assert run.name == "good.png · ink"
 
     complete(good.flow_run_id)
-    set_state(bad.flow_run_id, Failed(message="cannot read image: truncated PNG"))
+    # Prefect's wording of an exception is left out of the note.
+    prefect_words = "Flow run encountered an exception: engine.images.ImageError: "
+    set_state(bad.flow_run_id, Failed(message=prefect_words + "cannot read image: truncated PNG"))
 
     wait_until(lambda: (tmp_path / "archive" / "ink" / "good.png").exists(), 20, "archived")
     wait_until(lambda: (tmp_path / "failed" / "bad.png.error.txt").exists(), 20, "failed note")

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import posixpath
 import queue
+import re
 import threading
 import time
 import uuid
@@ -38,6 +39,8 @@ log = logging.getLogger("styledrop.sensor")
 
 ERROR_SUFFIX = ".error.txt"
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+# How Prefect words a flow that raised: "Flow run encountered an exception: mod.Error: why".
+PREFECT_PREFIX = re.compile(r"^Flow run encountered an exception:\s*(?:[\w.]+:\s*)?")
 
 
 class Source(Protocol):
@@ -240,6 +243,7 @@ class InboxSensor:
             "options": spec.options,
             "output": self.store.url(OUTPUTS, out_rel),
             "force": spec.force,
+            "content_name": self.store.url(INBOX, record.inbox_rel),
         }
         self._save(record)
 
@@ -321,11 +325,21 @@ class InboxSensor:
                 reason = f"the run completed but wrote no result at {output}"
                 self.finish(rec, "failed", reason, run)
         elif run.state_type == "FAILED":
-            self.finish(rec, "failed", run.message or "the run failed without a message", run)
+            self.finish(rec, "failed", self._plain(rec, run.message), run)
         elif run.state_type == "CANCELLED":
             self.finish(rec, "failed", f"the run was cancelled. {run.message}".strip(), run)
         elif run.state_type == "CRASHED":
             self._died(rec, run, f"the run crashed: {run.message or 'no message'}")
+
+    def _plain(self, rec: JobRecord, message: str | None) -> str:
+        """A failed run's message as the user can read it: without Prefect's "Flow run
+        encountered an exception: <type>:" and naming the file where it was dropped."""
+        if not message:
+            return "the run failed without a message"
+        message = PREFECT_PREFIX.sub("", message)
+        return message.replace(
+            self.store.url(PROCESSING, rec.rel), self.store.url(INBOX, rec.inbox_rel)
+        )
 
     def _died(self, rec: JobRecord, run: RunInfo | None, why: str) -> None:
         if rec.attempts >= self.config.crash_retries:

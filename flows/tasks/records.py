@@ -6,15 +6,23 @@ from __future__ import annotations
 import io
 import logging
 import os
+import random
 import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import httpx
 from PIL import Image
-from prefect import task
+from prefect import get_run_logger, task
 
 import engine
 from flows import jobs, storage
+from flows.alive import ALIVE_EVENT
 from flows.jobs import Job
 from flows.settings import get_settings
 from flows.storage import Storage, get_storage, is_s3
@@ -23,6 +31,12 @@ from flows.tasks.transfer import Stylized
 from flows.tasks.validate import output_format
 
 logger = logging.getLogger(__name__)
+
+# The lock around claiming a job (claim_job), a Prefect global concurrency limit of one slot.
+CLAIM_LIMIT = "styledrop-job-claim"
+CLAIM_LEASE_S = 60  # Prefect's shortest lease
+# Flow run state types of a run that is working on its job, or about to stop doing so.
+OWNER_ALIVE = {"PENDING", "RUNNING", "CANCELLING"}
 
 
 @task(name="link run to job", **io_task_options())
@@ -54,13 +68,124 @@ def find_completed_job(job_id: str) -> dict[str, Any] | None:
     return None
 
 
-@task(name="start job record", **io_task_options())
-def start_record(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any]:
-    # The Prefect worker running this flow run (flows.worker) names itself in the environment.
-    worker = {"host": socket.gethostname(), "name": os.environ.get("PREFECT__WORKER_NAME", "")}
-    record = jobs.new_record(job, flow_run_id or "", force, worker)
-    get_storage().write_json(jobs.record_path(job.job_id), record)
-    return record
+@task(name="claim job", **io_task_options())
+def claim_job(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any] | str:
+    """This run's new "running" record, written unless the record names another run that is
+    still alive (it computes this job now): then that run's id, to wait for.
+
+    Held under one short global lock, so two runs starting the same job at the same moment
+    cannot both find no owner and both compute it."""
+    store = get_storage()
+    with claim_lock(flow_run_id):
+        record = store.read_json(jobs.record_path(job.job_id))
+        owner = (record or {}).get("flow_run_id") or ""
+        if (record or {}).get("status") == jobs.RUNNING and owner != (flow_run_id or ""):
+            if run_is_alive(owner, get_settings().lost_run_after_s):
+                return owner
+            get_run_logger().info("job %s: its run %s is gone; taking over", job.job_id, owner)
+        # The Prefect worker running this flow run (flows.worker) names itself in the environment.
+        worker = {"host": socket.gethostname(), "name": os.environ.get("PREFECT__WORKER_NAME", "")}
+        record = jobs.new_record(job, flow_run_id or "", force, worker)
+        store.write_json(jobs.record_path(job.job_id), record)
+        return record
+
+
+@contextmanager
+def claim_lock(flow_run_id: str | None) -> Iterator[None]:
+    """A Prefect global concurrency limit of one slot as a lock around the read-check-write of
+    a job record, shared by every machine that talks to the server. Held for a moment; a
+    holder that dies loses it when its lease expires (60 s + up to 15 s).
+
+    Slots are asked for directly rather than with ``prefect.concurrency``: that one waits as
+    long as the server's Retry-After says, seconds that grow with every refusal in a burst,
+    for a lock held for milliseconds."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.exceptions import ObjectAlreadyExists
+
+    holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id)) if flow_run_id else None
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                lease = client.increment_concurrency_slots_with_lease(
+                    [CLAIM_LIMIT], 1, "concurrency", CLAIM_LEASE_S, holder
+                ).json()
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != httpx.codes.LOCKED:
+                    raise
+                time.sleep(random.uniform(0.05, 0.3))
+                continue
+            if lease["limits"]:
+                break
+            # No such limit (first use on this server): the lease holds nothing; create it.
+            client.release_concurrency_slots_with_lease(UUID(lease["lease_id"]))
+            with suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=CLAIM_LIMIT, limit=1)
+                )
+        lease_id = UUID(lease["lease_id"])
+        try:
+            yield
+        finally:
+            client.release_concurrency_slots_with_lease(lease_id)
+
+
+def run_is_alive(flow_run_id: str, silent_after_s: float) -> bool:
+    """Whether the flow run is working on its job, as the lost-run automation sees it: Pending,
+    Running or Cancelling (about to stop), and either in that state for less than
+    ``silent_after_s`` or with a ``styledrop.run.alive`` event in the last ``silent_after_s``.
+    A run killed with its machine stays Running on the server until the automation puts it
+    back in the queue; it counts as lost as soon as it has been silent that long."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventResourceFilter,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run_id = UUID(flow_run_id)
+    except ValueError:  # a record written outside a flow run
+        return False
+    since = datetime.now(UTC) - timedelta(seconds=silent_after_s)
+    with get_client(sync_client=True) as client:
+        try:
+            state = client.read_flow_run(run_id).state
+        except ObjectNotFound:
+            return False
+        if state is None or state.type.value not in OWNER_ALIVE:
+            return False
+        if state.timestamp >= since:
+            return True
+        beats = client.read_events(
+            EventFilter(
+                occurred=EventOccurredFilter(since=since),
+                event=EventNameFilter(name=[ALIVE_EVENT]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+            ),
+            limit=1,
+        )
+    return bool(beats.events)
+
+
+@task(name="wait for the run computing this job", **io_task_options())
+def wait_for_owner(job_id: str, owner: str) -> dict[str, Any] | None:
+    """Wait while ``owner`` computes ``job_id``; return the finished record, or None when the
+    owner ended without one (failed, cancelled, crashed, lost): then this run takes over."""
+    settings = get_settings()
+    get_run_logger().info(
+        "job %s is being computed by flow run %s; waiting for its result", job_id, owner
+    )
+    while True:
+        if done := find_completed_job.fn(job_id):
+            return done
+        if not run_is_alive(owner, settings.lost_run_after_s):
+            # It may have completed between the two checks.
+            return find_completed_job.fn(job_id)
+        time.sleep(settings.duplicate_poll_s)
 
 
 @task(name="end job record", **io_task_options())

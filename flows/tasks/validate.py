@@ -16,25 +16,33 @@ from flows.settings import Settings, get_settings
 from flows.tasks.retry import io_task_options
 
 OUTPUT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+FIX_OPTIONS = "Fix the options (for an inbox file: its sidecar .json) and submit again"
 
 
 @task(name="validate inputs", **io_task_options())
 def validate_job(
-    content: str, styles: list[str], options: dict[str, Any], output: str | None
+    content: str,
+    styles: list[str],
+    options: dict[str, Any],
+    output: str | None,
+    content_name: str | None = None,
 ) -> Job:
     """Open every input with the engine's loader and check the parameters.
 
-    Raises JobRejected (never retried) for bad input; storage faults propagate as I/O errors
-    so that Prefect retries them.
+    Raises JobRejected (never retried) for bad input, naming the content as ``content_name``
+    (where the user put it) when given; storage faults propagate as I/O errors so that
+    Prefect retries them.
     """
     settings = get_settings()
+    name = content_name or content
     params = parse_params(options, n_styles=len(styles))
-    content_bytes = read_input(content, "content image", settings)
-    width, height = open_image(content_bytes, content, settings).size
+    content_bytes = read_input(content, "content image", settings, name)
+    width, height = open_image(content_bytes, name, settings).size
     if min(width, height) < settings.min_side:
         raise JobRejected(
-            f"content image {content} is {width}x{height} pixels: too small to stylise "
-            f"(the shorter side must be at least {settings.min_side} pixels)"
+            f"the content image {name} is {width}x{height} pixels: too small to stylise "
+            f"(the shorter side must be at least {settings.min_side} pixels)",
+            "Use a larger image",
         )
     style_inputs = []
     for requested in styles:
@@ -60,35 +68,47 @@ def parse_params(options: dict[str, Any], n_styles: int) -> engine.StyleParams:
     """``options`` -> StyleParams, refusing unknown keys, wrong types and values out of range."""
     if not isinstance(options, dict):
         raise JobRejected(
-            f"options must be a mapping of parameter names to values, got {options!r}"
+            f"options must be a mapping of parameter names to values, got {options!r}", FIX_OPTIONS
         )
     try:
         params = engine.StyleParams.from_dict(options)
         params.validate(n_styles)
     except engine.ParamError as exc:
-        raise JobRejected(f"bad parameters: {exc}") from exc
+        raise JobRejected(f"bad parameters: {exc}", FIX_OPTIONS) from exc
     except TypeError as exc:  # e.g. size="big": the comparisons in validate() fail
-        raise JobRejected(f"bad parameters: a value has the wrong type ({exc})") from exc
+        raise JobRejected(
+            f"bad parameters: a value has the wrong type ({exc})", FIX_OPTIONS
+        ) from exc
     return params
 
 
-def read_input(source: str, what: str, settings: Settings) -> bytes:
-    """Bytes of a local path or s3:// URL. Missing is the caller's mistake (JobRejected);
-    anything else (network, S3 away) is left for the retry policy."""
+def read_input(source: str, what: str, settings: Settings, name: str | None = None) -> bytes:
+    """Bytes of a local path or s3:// URL (called ``name`` in messages). Missing is the
+    caller's mistake (JobRejected); anything else (network, S3 away) is left for the retry
+    policy."""
+    name = name or source
     try:
         return storage.read_bytes(source, settings)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise JobRejected(f"{what} not found: {source}") from exc
+        raise JobRejected(f"{what} not found: {name}", "Check the path and submit again") from exc
     except PermissionError as exc:
-        raise JobRejected(f"{what} cannot be read (permission denied): {source}") from exc
+        raise JobRejected(
+            f"{what} cannot be read (permission denied): {name}",
+            "Make the file readable and submit again",
+        ) from exc
 
 
-def open_image(data: bytes, source: str, settings: Settings) -> Any:
+def open_image(data: bytes, name: str, settings: Settings) -> Any:
     """Decode with the engine's loader: refuses non-images and decompression bombs."""
     try:
         return engine.load_image(data, max_pixels=settings.max_pixels)
     except engine.ImageError as exc:
-        raise JobRejected(f"{source}: {exc}") from exc
+        # The loader names bytes "image data"; the user knows the file by ``name``.
+        why = str(exc).removeprefix("image data: ")
+        raise JobRejected(
+            f"{name} cannot be used: {why}",
+            "Use a complete PNG, JPEG or WebP image (or another format Pillow reads)",
+        ) from exc
 
 
 def locate_style(requested: str, settings: Settings) -> str:
@@ -98,7 +118,9 @@ def locate_style(requested: str, settings: Settings) -> str:
     try:
         return str(resolve_style(requested, Path(settings.styles_dir)))
     except UnknownStyleError as exc:
-        raise JobRejected(str(exc)) from exc
+        raise JobRejected(
+            str(exc), "Name one of these, or give the path or URL of a style image"
+        ) from exc
 
 
 def output_format(output: str) -> str:
@@ -106,6 +128,7 @@ def output_format(output: str) -> str:
     suffix = Path(output).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise JobRejected(
-            f"output {output!r} must end in one of {', '.join(sorted(OUTPUT_FORMATS))}"
+            f"output {output!r} must end in one of {', '.join(sorted(OUTPUT_FORMATS))}",
+            "Change its extension",
         )
     return OUTPUT_FORMATS[suffix]
