@@ -114,7 +114,7 @@ ProgressCallback = Callable[[Progress], bool | None]
 class StyleResult:
     image: Image.Image = field(repr=False)
     params: StyleParams
-    backbone: str  # "vgg19-imagenet" or "random(seed=...)": what was actually used
+    backbone: str  # "vgg19-imagenet", "vgg16-hed" or "random(seed=...)": what was used
     device: str  # e.g. "cuda:0 (NVIDIA H100)", "cpu"
     steps: int  # steps done, counting those before a resume
     total_steps: int  # the plan, less the steps early convergence skipped

@@ -58,9 +58,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backbone",
-        choices=("auto", "vgg19", "random"),
+        choices=("auto", "vgg19", "vgg16-hed", "random"),
         default=s.backbone,
-        help=f"vgg19 needs pretrained weights; random is for smoke runs ({s.backbone})",
+        help="vgg19 needs ImageNet weights; vgg16-hed is the trained offline fallback; random "
+        f"is for smoke runs ({s.backbone})",
     )
     parser.add_argument(
         "--weights", type=Path, default=s.weights, help="path to vgg19-dcbb9e9d.pth (hub cache)"
