@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from engine.device import (
     Precision,
     check_fits,
     configure_backends,
+    default_size,
     describe,
     pick_device,
     pick_precision,
@@ -236,6 +238,8 @@ def stylize(
     styles = list(styles)
     params.validate(len(styles))
     dev = pick_device(device)
+    if params.size is None:  # resolved before the plan and any checkpoint: they record it
+        params = dataclasses.replace(params, size=default_size(dev))
     configure_backends(dev)
     precision = pick_precision(dev, cpu_bf16)
     scales = plan(content.size, params)

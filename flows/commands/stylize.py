@@ -38,7 +38,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--out", metavar="OUT", help="output .png/.jpg/.webp (default: CONTENT_styled.png here)"
     )
     parser.add_argument(
-        "--size", type=int, default=512, help="long edge of the result in pixels (512)"
+        "--size",
+        type=int,
+        default=None,
+        help="long edge of the result in pixels (256 on a CPU, 512 on a GPU)",
     )
     parser.add_argument("--iterations", type=int, help="steps at the final scale (engine default)")
     parser.add_argument("--style-strength", type=float, default=1.0, help="style weight (1.0)")
