@@ -62,6 +62,9 @@ _TORCHVISION_STD = [0.229, 0.224, 0.225]
 # ReLU nets are positively homogeneous: scaling the first conv and every bias by this brings
 # activations to torchvision's scale, where the loss weights (crowsonkb's) were set.
 HED_ACTIVATION_SCALE = 1.0 / (255.0 * 0.225)
+# With VGG19's weights the content term hardly shapes a vgg16-hed result (a portrait's face is
+# lost; content weight 0 looks the same): 16x keeps the subject (bench/RESULTS.md).
+HED_CONTENT_GAIN = 16.0
 
 BackboneMode = Literal["auto", "vgg19", "vgg16-hed", "random"]
 Pooling = Literal["max", "avg"]
@@ -99,6 +102,9 @@ class VGGFeatures(nn.Module):
 class Backbone:
     model: VGGFeatures
     label: str  # what was actually used, recorded in every result
+    # Multiplies the content weight: the loss weights were balanced for ImageNet VGG19, and
+    # another network's features balance content and style differently.
+    content_gain: float = 1.0
 
 
 # torchvision's VGG19 ("E") configuration to relu5_1: channels per conv, "M" for a pool.
@@ -324,6 +330,7 @@ def _make(
     mode: Literal["vgg19", "vgg16-hed", "random"], weights: str | Path | None, pooling: Pooling
 ) -> Backbone:
     features = build_features(pooling)
+    gain = 1.0
     if mode == "random":
         init_random(features)
         label = f"random(seed={RANDOM_SEED})"
@@ -331,6 +338,7 @@ def _make(
         if mode == "vgg16-hed":
             state, source = load_hed_state()
             label = HED_LABEL
+            gain = HED_CONTENT_GAIN
         else:
             state, source = load_pretrained_state(weights)
             label = "vgg19-imagenet"
@@ -341,7 +349,7 @@ def _make(
         log.info("loaded %s weights from %s", label, source)
     model = VGGFeatures(features).eval()
     model.requires_grad_(False)
-    return Backbone(model, label)
+    return Backbone(model, label, gain)
 
 
 def _announce(message: str) -> None:
@@ -408,7 +416,7 @@ def load_backbone(
         if uses_channels_last(device):
             # Once, here: converting a model other jobs' threads are running would race.
             model = model.to(memory_format=torch.channels_last)
-        backbone = Backbone(model, backbone.label)
+        backbone = Backbone(model, backbone.label, backbone.content_gain)
         _cache[key] = backbone
         return backbone
 

@@ -246,7 +246,9 @@ def stylize(
     _check_memory(scales[-1], styles, params, dev, precision)
     bb = load_backbone(backbone, weights=weights, pooling=params.pooling, device=dev)
     backbone_key = f"{bb.label}|{weights or ''}|{params.pooling}"
-    objective = Objective(content, styles, params, bb.model, backbone_key, dev, precision)
+    objective = Objective(
+        content, styles, params, bb.model, backbone_key, dev, precision, bb.content_gain
+    )
 
     inputs_id: list[str] = []
 

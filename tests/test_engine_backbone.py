@@ -139,6 +139,7 @@ def test_auto_prefers_imagenet_vgg19_over_the_fallback(tmp_path: Path) -> None:
     expected = _fake_vgg19_file(path)
     loaded = bb.load_backbone("auto")
     assert loaded.label == "vgg19-imagenet"
+    assert loaded.content_gain == 1.0  # exactly today's recipe with the real VGG19
     _assert_loaded(loaded.model, expected)
 
 
@@ -148,6 +149,7 @@ def test_converted_fallback_is_reused_from_the_cache(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(bb, "hed_weights_file", lambda: None)  # only the cache can serve it
     again = bb.load_backbone("vgg16-hed")
     assert again.label == "vgg16-hed"
+    assert again.content_gain == bb.HED_CONTENT_GAIN > 1  # its own content/style balance
     got = again.model.features.state_dict()
     assert all(torch.equal(got[k], v) for k, v in first.items())
 
