@@ -95,7 +95,7 @@ def run_engine(
     return trace, result
 
 
-def run_baseline(photo, style, size, device, model, scorer, evaluations) -> Trace:
+def run_baseline(photo, style, size, device, model, scorer, evaluations, style_weight) -> Trace:
     be = _bench_engine()
     dev = torch.device(device)
     content = to_tensor(resize(photo, size_for(*photo.size, size)), dev)
@@ -118,7 +118,7 @@ def run_baseline(photo, style, size, device, model, scorer, evaluations) -> Trac
         net(x)
         style_score = sum(sl.loss for sl in style_losses)
         content_score = sum(cl.loss for cl in content_losses)
-        loss = style_score * 1_000_000 + content_score * 1
+        loss = style_score * style_weight + content_score * 1
         loss.backward()
         count[0] += 1
         return style_score + content_score
@@ -143,6 +143,10 @@ def main() -> int:
     ap.add_argument(
         "--threads", type=int, help="torch threads (default torch's; 1 on a busy shared CPU)"
     )
+    ap.add_argument(
+        "--style-weights", type=float, nargs="+", default=[1e6],
+        help="the baseline's style weight(s): the tutorial's 1e6, and others to be fair to it",
+    )  # fmt: skip
     ap.add_argument("--every", type=int, default=10, help="engine steps between scores (10)")
     args = ap.parse_args()
 
@@ -171,26 +175,34 @@ def main() -> int:
             photo, style, size, args.device, bb.label, scorer, args.every, cpu_bf16=False
         )
         rows.append((f"engine, fp32 ({result.steps} steps)", scorer(result.image), trace))
-    trace = run_baseline(photo, style, size, dev, bb.model, scorer, args.evaluations)
-    rows.append((f"baseline ({args.evaluations} evaluations)", scorer(trace.last_image), trace))
+    for weight in args.style_weights:
+        trace = run_baseline(
+            photo, style, size, dev, bb.model, scorer, args.evaluations, weight
+        )
+        name = f"baseline, style weight {weight:g} ({args.evaluations} evaluations)"
+        rows.append((name, scorer(trace.last_image), trace))
 
-    target = max(quality(score) for _, score, _ in rows)
-    print(f"target: the worst of the final qualities, {target:.3f}\n")
-    print("| recipe | final style | final content | CPU s to target | wall s to target | CPU s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    # The engine's final quality, with 10% slack: what "as good" means here.
+    target = 1.1 * quality(rows[0][1])
+    print(f"target: within 10% of the engine's final quality, {target:.3f}\n")
+    print("| recipe | final style | final content | best (at CPU s) | CPU s to target | wall s to target | CPU s |")  # noqa: E501
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     reached = []
     for name, score, trace in rows:
         hit = trace.first_reaching(target)
         reached.append(hit)
         cpu, wall = hit if hit else (float("nan"), float("nan"))
+        best = min(trace.points, key=lambda p: p[2])
         total = trace.points[-1][0]
         cells = [name, f"{score.style:.3f}", f"{score.content:.3f}"]
-        cells += [f"{cpu:.1f}", f"{wall:.1f}", f"{total:.1f}"]
+        cells += [f"{best[2]:.3f} ({best[0]:.1f})"]
+        cells += [f"{cpu:.1f}" if hit else "never", f"{wall:.1f}" if hit else "never"]
+        cells += [f"{total:.1f}"]
         print("| " + " | ".join(cells) + " |")
-    if reached[0] and reached[-1]:
-        cpu_ratio = reached[-1][0] / reached[0][0]
-        wall_ratio = reached[-1][1] / reached[0][1]
-        print(f"\nbaseline/engine, seconds to target: {cpu_ratio:.2f}x CPU, {wall_ratio:.2f}x wall")
+    for (name, _, _), hit in zip(rows[1:], reached[1:], strict=True):
+        if reached[0] and hit:
+            cpu_ratio, wall_ratio = hit[0] / reached[0][0], hit[1] / reached[0][1]
+            print(f"{name} / engine, to target: {cpu_ratio:.2f}x CPU s, {wall_ratio:.2f}x wall s")
     return 0
 
 
