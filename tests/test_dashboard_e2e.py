@@ -351,7 +351,7 @@ def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, 
     # Selecting its row opens the run's page. The grid is a canvas: click where the first row's
     # checkbox is drawn (the newest run is first). A click that lands while the table is redrawn
     # (it refreshes every second) could be lost, so it is tried up to three times.
-    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
     for _ in range(3):
         grid = find(d, '[data-testid="stDataFrame"]')
@@ -359,9 +359,13 @@ def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, 
         # bring it to the top first.
         d.execute_script("arguments[0].scrollIntoView({block: 'start'})", grid)
         time.sleep(0.5)
-        ActionChains(d).move_to_element_with_offset(
-            grid, -grid.size["width"] // 2 + 17, -grid.size["height"] // 2 + 36 + 28
-        ).click().perform()
+        # From the grid's top-left corner in the viewport: an offset from its centre is out of
+        # the window when the table is taller than the window.
+        rect = d.execute_script("return arguments[0].getBoundingClientRect()", grid)
+        click = ActionBuilder(d)
+        click.pointer_action.move_to_location(int(rect["left"]) + 17, int(rect["top"]) + 36 + 28)
+        click.pointer_action.click()
+        click.perform()
         with contextlib.suppress(AssertionError):
             wait_until(lambda: f"run={run_id}" in d.current_url, 10, "the run page")
             break
