@@ -1,9 +1,9 @@
-"""The stack the inbox end-to-end tests run against (test_sensor_e2e*.py): a real Prefect
-server (conftest), the real `stylize/stylize` deployment run by the warm `styledrop worker` in a
-subprocess, `styledrop watch` (and `watch --s3`) in a subprocess, real inotify, and a real S3
-HTTP API on loopback (moto's server) for the bucket inbox. Tiny images and options (random
-backbone, 40 px, 3 steps) keep each run to seconds; the runs still go through every part:
-sensor -> Prefect -> flow -> engine -> storage.
+"""The stack the inbox end-to-end tests (test_sensor_e2e*.py, test_load*.py) run against: a real
+Prefect server (conftest), the real `stylize/stylize` deployment run by the warm `styledrop
+worker` in a subprocess, `styledrop watch` (and `watch --s3`) in a subprocess, real inotify, and
+a real S3 HTTP API on loopback (moto's server) for the bucket inbox. Tiny images and options
+(random backbone, 40 px, 3 steps) keep each run to seconds; the runs still go through every
+part: sensor -> Prefect -> flow -> engine -> storage.
 
 Fixtures are module-scoped: each test module that imports them gets its own `styledrop worker`,
 so the modules can run in parallel (pytest-xdist, one file per process).
