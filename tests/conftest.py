@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# The stack's helpers assert too (assert_each_once): show their values when they fail.
+pytest.register_assert_rewrite("sensor_stack")
+
 # Before anything imports Prefect or Streamlit: no telemetry, and tests never touch weights
 # downloads (the random backbone) or a GPU.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -134,13 +137,17 @@ class PrefectServer:
         return env
 
 
-def start_prefect_server(home: Path, database_url: str | None = None) -> PrefectServer:
-    """A real `prefect server start` on a free loopback port: on SQLite in ``home``, or on
-    the database at ``database_url`` (PostgreSQL: see ``postgres_prefect_server``)."""
+def start_prefect_server(
+    home: Path, database_url: str | None = None, port: int | None = None
+) -> PrefectServer:
+    """A real `prefect server start` on `port` (by default a free loopback port): on SQLite in
+    ``home``, or on the database at ``database_url`` (PostgreSQL: see
+    ``postgres_prefect_server``). The same home and port again: the same server restarted (its
+    log is appended to)."""
     import httpx
 
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false")
     env.pop("PREFECT_API_URL", None)
     if database_url:
@@ -150,7 +157,7 @@ def start_prefect_server(home: Path, database_url: str | None = None) -> Prefect
         [sys.executable, "-m", "prefect", "server", "start"]
         + ["--host", "127.0.0.1", "--port", str(port)],
         env=env,
-        stdout=log.open("wb"),
+        stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
