@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from flows.deployment import FINAL_STATES
 from flows.naming import run_name
 from flows.sensors.convention import SidecarError, is_job, job_spec, output_of, sidecar_of
 from flows.sensors.records import RECORD_SUFFIX, JobRecord, now_iso
@@ -38,7 +39,6 @@ from flows.storage import exists as url_exists
 log = logging.getLogger("styledrop.sensor")
 
 ERROR_SUFFIX = ".error.txt"
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 # How Prefect words a flow that raised: "Flow run encountered an exception: mod.Error: why".
 PREFECT_PREFIX = re.compile(r"^Flow run encountered an exception:\s*(?:[\w.]+:\s*)?")
 
@@ -291,7 +291,7 @@ class InboxSensor:
     def _reusable(self, run: RunInfo) -> bool:
         """An earlier drop's run that still runs (this drop shares it), or completed with its
         result still in place."""
-        if run.state_type not in FINAL:
+        if run.state_type not in FINAL_STATES:
             return True
         output = run.parameters.get("output")
         return run.state_type == "COMPLETED" and bool(output) and self._exists(output)
