@@ -1,6 +1,7 @@
 """`styledrop stylize`: stylise one image on this machine, no server involved.
 
-Imports only the engine and settings (never Prefect), so it starts fast and works anywhere.
+Imports only the engine, the settings and the gallery (never Prefect), so it starts fast and
+works anywhere.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 class CliError(Exception):
@@ -73,18 +72,18 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _resolve_style(value: str, styles_dir: Path) -> Path:
-    path = Path(value).expanduser()
-    if path.is_file():
-        return path
-    if path.suffix.lower() not in IMAGE_SUFFIXES and "/" not in value:
-        for suffix in IMAGE_SUFFIXES:
-            candidate = styles_dir / f"{value}{suffix}"
-            if candidate.is_file():
-                return candidate
-        names = sorted({p.stem for p in styles_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES})
-        known = f"; gallery styles in {styles_dir}: {', '.join(names)}" if names else ""
-        raise CliError(f"style {value!r} is neither a file nor a gallery style{known}")
-    raise CliError(f"style {value}: no such file")
+    from flows.gallery import IMAGE_SUFFIXES, UnknownStyleError, resolve_style
+
+    try:
+        return resolve_style(value, styles_dir)
+    except UnknownStyleError as exc:
+        if "/" in value or Path(value).suffix.lower() in IMAGE_SUFFIXES:
+            raise CliError(f"style {value}: no such file") from exc
+        known = f"; gallery styles in {styles_dir}: {', '.join(exc.available)}"
+        raise CliError(
+            f"style {value!r} is neither a file nor a gallery style"
+            + (known if exc.available else "")
+        ) from exc
 
 
 def _blend(text: str | None, n_styles: int) -> list[float] | None:
