@@ -11,7 +11,7 @@ import streamlit as st
 
 from dashboard import ui, views
 from dashboard.api import Run
-from dashboard.store import Job
+from dashboard.store import JobFolder
 from flows.gallery import UnknownStyleError, resolve_style
 from flows.naming import style_name
 
@@ -89,7 +89,7 @@ def _status(run_id: str, was_final: bool) -> None:
         _job_details(job, result)
 
 
-def _photo(run: Run, job: Job | None) -> None:
+def _photo(run: Run, job: JobFolder | None) -> None:
     """The flow's copy of the photo (it survives the original's move to archive/), or the
     upload itself before the flow has made one."""
     name = views.photo_name(run.parameters)
@@ -137,7 +137,7 @@ def _cancel_button(run: Run) -> None:
             st.success(f"Asked Prefect to stop the run (now {state}).")
 
 
-def _picture(run: Run, job: Job | None, result: bytes | None) -> None:
+def _picture(run: Run, job: JobFolder | None, result: bytes | None) -> None:
     """The result when there is one, else the latest preview: bytes from storage, or the
     preview URL from the image artifact when the storage has nothing (yet)."""
     data, caption = result, "Result"
@@ -154,7 +154,7 @@ def _picture(run: Run, job: Job | None, result: bytes | None) -> None:
         st.caption("Result: the first preview appears after a few steps.")
 
 
-def _job_details(job: Job, result: bytes | None) -> None:
+def _job_details(job: JobFolder, result: bytes | None) -> None:
     if job.finished:
         cols = st.columns(2)
         if result:

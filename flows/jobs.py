@@ -69,11 +69,6 @@ class Job:
         return asdict(self)
 
 
-# --- storage layout (relative to the storage root) -----------------------------------------
-
-
-
-
 # --- identity ------------------------------------------------------------------------------
 
 

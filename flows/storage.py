@@ -213,3 +213,7 @@ PREFECT_RESULTS = "_prefect_results"
 
 def run_link_path(flow_run_id: str) -> str:
     return f"_runs/{flow_run_id}.json"
+
+
+# Dashboard uploads: ``_uploads/<sha256[:16]>/<name>`` (dashboard/store.py:upload_path).
+UPLOADS = "_uploads"

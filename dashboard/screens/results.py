@@ -9,7 +9,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from dashboard import ui, views
-from dashboard.store import DashboardStore, Job
+from dashboard.store import DashboardStore, JobFolder
 
 GRID_COLUMNS = 3
 RESULTS_SHOWN = 30
@@ -36,7 +36,7 @@ def reader(store: DashboardStore, rel: str) -> Callable[[], bytes]:
     return lambda: store.read(rel) or b""
 
 
-def caption(job: Job) -> str:
+def caption(job: JobFolder) -> str:
     styles = [s.get("requested", "?") for s in (job.record.get("inputs") or {}).get("styles", [])]
     params = job.record.get("params") or {}
     when = (job.record.get("timings") or {}).get("finished_at") or ""
@@ -44,7 +44,7 @@ def caption(job: Job) -> str:
     return f"{names} · {params.get('size', '?')}px · {when.replace('T', ' ')[:16]}"
 
 
-def result_card(store: DashboardStore, job: Job) -> None:
+def result_card(store: DashboardStore, job: JobFolder) -> None:
     thumb = ui.guarded(
         lambda: thumbnail(store.root, job.result_rel, str(job.modified)),
         f"Could not read the result of job {job.job_id}",
