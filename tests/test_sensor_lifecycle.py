@@ -21,9 +21,9 @@ import httpx
 import pytest
 from conftest import free_port, make_image, wait_until
 
-from flows.sensors.records import JobRecord
 from flows.sensors.service import RunningSensor, start_folder_sensor
 from flows.sensors.submit import PrefectGateway
+from flows.sensors.take import Take
 from flows.settings import Settings
 
 DEPLOYMENT = "sensor-lifecycle/inbox"
@@ -69,11 +69,11 @@ def start(sensors: list[RunningSensor], settings: Settings) -> RunningSensor:
     return running
 
 
-def record(area: Path, rel: str) -> JobRecord:
-    return JobRecord.from_json((area / f"{rel}.run.json").read_bytes())
+def record(area: Path, rel: str) -> Take:
+    return Take.from_json((area / f"{rel}.run.json").read_bytes())
 
 
-def submitted(area: Path, rel: str) -> JobRecord | None:
+def submitted(area: Path, rel: str) -> Take | None:
     try:
         rec = record(area, rel)
     except (FileNotFoundError, ValueError):
@@ -81,7 +81,7 @@ def submitted(area: Path, rel: str) -> JobRecord | None:
     return rec if rec.flow_run_id else None
 
 
-def submitted_from(processing: Path, inbox_rel: str) -> JobRecord | None:
+def submitted_from(processing: Path, inbox_rel: str) -> Take | None:
     """The submitted job for a file dropped at `inbox_rel`, whatever its processing/ name."""
     for path in processing.rglob("*.run.json"):
         rel = path.relative_to(processing).as_posix().removesuffix(".run.json")
