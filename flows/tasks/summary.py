@@ -9,7 +9,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import jobs
+from flows import storage
 from flows.storage import Storage, get_storage
 from flows.tasks.progress import summary_key
 
@@ -48,7 +48,7 @@ def render_summary(record: dict[str, Any], store: Storage) -> str:
     lines = [f"## styledrop job `{job_id}`: {headline}", ""]
     if str(record.get("backbone") or "").startswith("random"):
         lines += [RANDOM_BACKBONE_WARNING, ""]
-    result_url = store.public_url(jobs.result_path(job_id))
+    result_url = store.public_url(storage.result_path(job_id))
     lines += [f"![result]({result_url})", ""]
     blend = params.get("style_blend")
     styles = ", ".join(
@@ -74,14 +74,14 @@ def render_summary(record: dict[str, Any], store: Storage) -> str:
             "Started / finished",
             f"{record['timings']['started_at']} / {record['timings'].get('finished_at') or '-'}",
         ),
-        ("Result", link(store, jobs.result_path(job_id), "result.png")),
+        ("Result", link(store, storage.result_path(job_id), "result.png")),
         (
             "Preview",
-            link(store, jobs.preview_path(job_id), "preview.jpg")
-            if store.exists(jobs.preview_path(job_id))
+            link(store, storage.preview_path(job_id), "preview.jpg")
+            if store.exists(storage.preview_path(job_id))
             else "-",
         ),
-        ("Record", link(store, jobs.record_path(job_id), "record.json")),
+        ("Record", link(store, storage.record_path(job_id), "record.json")),
         ("Computed by flow run", f"`{record.get('flow_run_id')}`"),
     ]
     if record.get("output"):
