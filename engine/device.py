@@ -37,6 +37,16 @@ def pick_device(choice: str = "auto") -> torch.device:
     raise ParamError(f"device must be auto, cuda, mps or cpu, got {choice!r}")
 
 
+# Long edge when a job names none. On this project's 2-core CPU a default 512 px job takes about
+# 6 minutes and a 256 px one 1-2.5 (bench/RESULTS.md); a GPU does 512 px in seconds.
+CPU_DEFAULT_SIZE = 256
+GPU_DEFAULT_SIZE = 512
+
+
+def default_size(device: torch.device) -> int:
+    return CPU_DEFAULT_SIZE if device.type == "cpu" else GPU_DEFAULT_SIZE
+
+
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{device.index} ({torch.cuda.get_device_name(device)})"

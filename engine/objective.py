@@ -50,6 +50,7 @@ class Objective:
         backbone_key: str,
         device: torch.device,
         precision: Precision,
+        content_gain: float = 1.0,
     ) -> None:
         self.content = content
         self.styles = list(styles)
@@ -59,7 +60,7 @@ class Objective:
         self.device = device
         self.precision = precision
         self.weights = LossWeights.from_strengths(
-            params.content_weight, params.style_weight, params.tv_weight
+            params.content_weight * content_gain, params.style_weight, params.tv_weight
         )
         self.blend = params.style_blend or [1.0] * len(self.styles)
         self.layers = sorted(set(CONTENT_LAYERS + STYLE_LAYERS))

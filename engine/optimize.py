@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from engine.device import (
     Precision,
     check_fits,
     configure_backends,
+    default_size,
     describe,
     pick_device,
     pick_precision,
@@ -236,13 +238,17 @@ def stylize(
     styles = list(styles)
     params.validate(len(styles))
     dev = pick_device(device)
+    if params.size is None:  # resolved before the plan and any checkpoint: they record it
+        params = dataclasses.replace(params, size=default_size(dev))
     configure_backends(dev)
     precision = pick_precision(dev, cpu_bf16)
     scales = plan(content.size, params)
     _check_memory(scales[-1], styles, params, dev, precision)
     bb = load_backbone(backbone, weights=weights, pooling=params.pooling, device=dev)
     backbone_key = f"{bb.label}|{weights or ''}|{params.pooling}"
-    objective = Objective(content, styles, params, bb.model, backbone_key, dev, precision)
+    objective = Objective(
+        content, styles, params, bb.model, backbone_key, dev, precision, bb.content_gain
+    )
 
     inputs_id: list[str] = []
 

@@ -20,7 +20,9 @@ class StyleParams:
 
     Same params + same inputs + same device = same image."""
 
-    size: int = 512  # long edge of the result in pixels; aspect ratio is kept
+    # Long edge of the result in pixels (aspect ratio kept); None: the device's default
+    # (engine.device.default_size: 256 on a CPU, 512 on a GPU).
+    size: int | None = None
     iterations: int | None = None  # steps at the final scale; None: the engine's default
     content_weight: float = 1.0
     style_weight: float = 1.0  # "style strength"
@@ -37,7 +39,7 @@ class StyleParams:
 
     def validate(self, n_styles: int = 1) -> None:
         """Raise ParamError with a readable reason for anything the engine cannot honour."""
-        if not 16 <= self.size <= 8192:
+        if self.size is not None and not 16 <= self.size <= 8192:
             raise ParamError(f"size must be between 16 and 8192 pixels, got {self.size}")
         if self.iterations is not None and not 1 <= self.iterations <= 100_000:
             raise ParamError(f"iterations must be between 1 and 100000, got {self.iterations}")
@@ -114,7 +116,7 @@ ProgressCallback = Callable[[Progress], bool | None]
 class StyleResult:
     image: Image.Image = field(repr=False)
     params: StyleParams
-    backbone: str  # "vgg19-imagenet" or "random(seed=...)": what was actually used
+    backbone: str  # "vgg19-imagenet", "vgg16-hed" or "random(seed=...)": what was used
     device: str  # e.g. "cuda:0 (NVIDIA H100)", "cpu"
     steps: int  # steps done, counting those before a resume
     total_steps: int  # the plan, less the steps early convergence skipped

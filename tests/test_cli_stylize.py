@@ -100,8 +100,20 @@ def test_importing_the_command_does_not_import_prefect() -> None:
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize(
+    ("fallback_installed", "warning", "label"),
+    [
+        (True, "trained fallback 'vgg16-hed'", "vgg16-hed"),
+        (False, "RANDOM backbone", "random(seed=0)"),
+    ],
+)
 def test_auto_backbone_without_weights_warns_once_and_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    fallback_installed: bool,
+    warning: str,
+    label: str,
 ) -> None:
     from engine import backbone
 
@@ -110,6 +122,8 @@ def test_auto_backbone_without_weights_warns_once_and_runs(
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setattr(backbone, "_download_state", offline)
+    if not fallback_installed:
+        monkeypatch.setattr(backbone, "hed_weights_file", lambda: None)
     backbone.clear_cache()
     content = make_image(tmp_path / "c.png", (48, 40))
     style = make_image(tmp_path / "s.png", (40, 40), seed=1)
@@ -119,10 +133,10 @@ def test_auto_backbone_without_weights_warns_once_and_runs(
     err = capsys.readouterr().err
     backbone.clear_cache()
     assert rc == 0, err
-    warnings = [line for line in err.splitlines() if "RANDOM backbone" in line]
+    warnings = [line for line in err.splitlines() if warning in line]
     assert len(warnings) == 1 and warnings[0].startswith("styledrop: warning: ")
     assert "hub/checkpoints/vgg19-dcbb9e9d.pth" in warnings[0]
-    assert read_metadata(out)["backbone"] == "random(seed=0)"
+    assert read_metadata(out)["backbone"] == label
 
 
 def test_version() -> None:

