@@ -21,6 +21,8 @@ _EXIF_IMAGE_DESCRIPTION = 0x010E
 _EXIF_IFD = 0x8769
 _EXIF_USER_COMMENT = 0x9286
 
+# The image files styledrop reads and writes, everywhere (CLI, flow, gallery, dashboard), in
+# order of preference: a gallery with mosaic.png and mosaic.jpg uses mosaic.png.
 EXTENSIONS: dict[str, ImageFormat] = {
     ".png": "png",
     ".jpg": "jpeg",

@@ -76,12 +76,13 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _resolve_style(value: str, styles_dir: Path) -> Path:
-    from flows.gallery import IMAGE_SUFFIXES, UnknownStyleError, resolve_style
+    from engine.images import EXTENSIONS
+    from flows.gallery import UnknownStyleError, resolve_style
 
     try:
         return resolve_style(value, styles_dir)
     except UnknownStyleError as exc:
-        if "/" in value or Path(value).suffix.lower() in IMAGE_SUFFIXES:
+        if "/" in value or Path(value).suffix.lower() in EXTENSIONS:
             raise CliError(f"style {value}: no such file") from exc
         known = f"; gallery styles in {styles_dir}: {', '.join(exc.available)}"
         raise CliError(
