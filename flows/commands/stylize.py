@@ -17,9 +17,15 @@ class CliError(Exception):
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    import typing
+
+    from engine.params import StyleParams
     from flows.settings import get_settings
 
     s = get_settings()
+    # Defaults and choices come from StyleParams, so each exists once (the engine's).
+    d = StyleParams()
+    optimizers = typing.get_args(typing.get_type_hints(StyleParams)["optimizer"])
     parser.add_argument("content", help="the photo to stylise (any format Pillow reads)")
     parser.add_argument(
         "--style",
@@ -43,18 +49,30 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="long edge of the result in pixels (256 on a CPU, 512 on a GPU)",
     )
     parser.add_argument("--iterations", type=int, help="steps at the final scale (engine default)")
-    parser.add_argument("--style-strength", type=float, default=1.0, help="style weight (1.0)")
-    parser.add_argument("--content-strength", type=float, default=1.0, help="content weight (1.0)")
-    parser.add_argument("--tv-strength", type=float, default=1.0, help="smoothness weight (1.0)")
+    parser.add_argument(
+        "--style-strength",
+        type=float,
+        default=d.style_weight,
+        help=f"style weight ({d.style_weight})",
+    )
+    parser.add_argument(
+        "--content-strength",
+        type=float,
+        default=d.content_weight,
+        help=f"content weight ({d.content_weight})",
+    )
+    parser.add_argument(
+        "--tv-strength", type=float, default=d.tv_weight, help=f"smoothness weight ({d.tv_weight})"
+    )
     parser.add_argument(
         "--style-scale",
         type=float,
-        default=1.0,
-        help="style image size relative to the output (1.0)",
+        default=d.style_scale,
+        help=f"style image size relative to the output ({d.style_scale})",
     )
     parser.add_argument("--preserve-colors", action="store_true", help="keep the content's colours")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    parser.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"random seed ({d.seed})")
+    parser.add_argument("--optimizer", choices=optimizers, default=d.optimizer)
     parser.add_argument(
         "--device", choices=("auto", "cuda", "mps", "cpu"), default=s.device, help=f"({s.device})"
     )
