@@ -49,27 +49,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="long edge of the result in pixels (256 on a CPU, 512 on a GPU)",
     )
     parser.add_argument("--iterations", type=int, help="steps at the final scale (engine default)")
-    parser.add_argument(
-        "--style-strength",
-        type=float,
-        default=d.style_weight,
-        help=f"style weight ({d.style_weight})",
-    )
-    parser.add_argument(
-        "--content-strength",
-        type=float,
-        default=d.content_weight,
-        help=f"content weight ({d.content_weight})",
-    )
-    parser.add_argument(
-        "--tv-strength", type=float, default=d.tv_weight, help=f"smoothness weight ({d.tv_weight})"
-    )
-    parser.add_argument(
-        "--style-scale",
-        type=float,
-        default=d.style_scale,
-        help=f"style image size relative to the output ({d.style_scale})",
-    )
+    for flag, field, what in (
+        ("--style-strength", "style_weight", "style weight"),
+        ("--content-strength", "content_weight", "content weight"),
+        ("--tv-strength", "tv_weight", "smoothness weight"),
+        ("--style-scale", "style_scale", "style image size relative to the output"),
+    ):
+        default = getattr(d, field)
+        parser.add_argument(flag, type=float, default=default, help=f"{what} ({default})")
     parser.add_argument("--preserve-colors", action="store_true", help="keep the content's colours")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"random seed ({d.seed})")
     parser.add_argument("--optimizer", choices=optimizers, default=d.optimizer)
