@@ -5,12 +5,12 @@ No Streamlit here, so the wording and the table rows are testable without a page
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from dashboard.api import Run
 from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS
+from flows.deployment import plain_reason
 from flows.naming import file_name, style_name
 
 # The state filter on the Runs page: label -> Prefect state types.
@@ -122,16 +122,6 @@ def run_rows(
         }
         for run in runs
     ]
-
-
-# Prefect words a failed flow's state as "Flow run encountered an exception: JobRejected: <why>";
-# the person reading the page needs only <why>.
-_PREFECT_PREFIX = re.compile(r"^(?:Flow|Task) run encountered an exception:?\s*")
-_EXCEPTION_NAME = re.compile(r"^(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception|Rejected|Interrupt): ")
-
-
-def plain_reason(message: str) -> str:
-    return _EXCEPTION_NAME.sub("", _PREFECT_PREFIX.sub("", message.strip()), count=1)
 
 
 def failure_message(run: Run) -> str | None:

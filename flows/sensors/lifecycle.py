@@ -32,7 +32,7 @@ from flows.sensors.convention import (
     output_of,
     sidecar_of,
 )
-from flows.sensors.notes import error_note, plain_reason
+from flows.sensors.notes import error_note, failure_reason
 from flows.sensors.store import ARCHIVE, FAILED, INBOX, OUTPUTS, PROCESSING, InboxStore
 from flows.sensors.submit import PrefectGateway, RunInfo, SubmitError
 from flows.sensors.take import BOOKKEEPING_SUFFIX, Take
@@ -247,7 +247,7 @@ class Lifecycle:
             self._died(rec, run, f"the run crashed: {run.message or 'no message'}")
 
     def _plain(self, rec: Take, message: str | None) -> str:
-        return plain_reason(
+        return failure_reason(
             message, self.store.url(PROCESSING, rec.rel), self.store.url(INBOX, rec.inbox_rel)
         )
 

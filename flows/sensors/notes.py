@@ -3,22 +3,17 @@ error note written beside a file in failed/ (``<name>.error.txt``)."""
 
 from __future__ import annotations
 
-import re
-
+from flows.deployment import plain_reason
 from flows.sensors.submit import RunInfo
 from flows.sensors.take import Take, now_iso
 
-# How Prefect words a flow that raised: "Flow run encountered an exception: mod.Error: why".
-PREFECT_PREFIX = re.compile(r"^Flow run encountered an exception:\s*(?:[\w.]+:\s*)?")
 
-
-def plain_reason(message: str | None, processing_url: str, inbox_url: str) -> str:
+def failure_reason(message: str | None, processing_url: str, inbox_url: str) -> str:
     """A failed run's message as the user can read it: without Prefect's "Flow run
     encountered an exception: <type>:" and naming the file where it was dropped."""
     if not message:
         return "the run failed without a message"
-    message = PREFECT_PREFIX.sub("", message)
-    return message.replace(processing_url, inbox_url)
+    return plain_reason(message).replace(processing_url, inbox_url)
 
 
 def error_note(rec: Take, run: RunInfo | None, run_url: str | None) -> str:
