@@ -19,6 +19,7 @@ class CliError(Exception):
 def register(parser: argparse.ArgumentParser) -> None:
     import typing
 
+    from engine.advice import WEIGHTS_FILENAME
     from engine.params import StyleParams
     from flows.settings import get_settings
 
@@ -71,7 +72,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         f"is for smoke runs ({s.backbone})",
     )
     parser.add_argument(
-        "--weights", type=Path, default=s.weights, help="path to vgg19-dcbb9e9d.pth (hub cache)"
+        "--weights",
+        type=Path,
+        default=s.weights,
+        help=f"path to {WEIGHTS_FILENAME} (hub cache)",
     )
     parser.add_argument(
         "--quiet",
