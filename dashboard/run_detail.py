@@ -4,7 +4,6 @@ into the Prefect UI, cancel while it runs, downloads when done."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import streamlit as st
@@ -161,7 +160,7 @@ def _job_details(job: JobFolder, result: bytes | None) -> None:
             cols[0].download_button(
                 "Download result (PNG)",
                 data=result,
-                file_name=f"styledrop-{job.job_id}.png",
+                file_name=job.download_name("png"),
                 mime="image/png",
                 on_click="ignore",
                 type="primary",
@@ -170,8 +169,8 @@ def _job_details(job: JobFolder, result: bytes | None) -> None:
             )
         cols[1].download_button(
             "Download job record (JSON)",
-            data=json.dumps(job.record, indent=2),
-            file_name=f"styledrop-{job.job_id}.json",
+            data=job.record_text(),
+            file_name=job.download_name("json"),
             mime="application/json",
             on_click="ignore",
             icon=":material/description:",

@@ -79,6 +79,13 @@ class JobFolder:
         """The flow marks a record completed only after result.png is written."""
         return self.status == "completed"
 
+    def download_name(self, ext: str) -> str:
+        """What a downloaded file of this job is called: ``styledrop-<job id>.<ext>``."""
+        return f"styledrop-{self.job_id}.{ext}"
+
+    def record_text(self) -> str:
+        return json.dumps(self.record, indent=2)
+
     @property
     def backbone(self) -> str:
         """What the engine really used, e.g. "vgg19-imagenet" or "random(seed=0)"."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 
 import streamlit as st
@@ -55,7 +54,7 @@ def result_card(store: DashboardStore, job: JobFolder) -> None:
     st.download_button(
         "Result",
         data=reader(store, job.result_rel),
-        file_name=f"styledrop-{job.job_id}.png",
+        file_name=job.download_name("png"),
         mime="image/png",
         on_click="ignore",
         icon=":material/download:",
@@ -63,8 +62,8 @@ def result_card(store: DashboardStore, job: JobFolder) -> None:
     )
     st.download_button(
         "Record",
-        data=json.dumps(job.record, indent=2),
-        file_name=f"styledrop-{job.job_id}.json",
+        data=job.record_text(),
+        file_name=job.download_name("json"),
         mime="application/json",
         on_click="ignore",
         icon=":material/description:",
