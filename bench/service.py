@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
 
+from flows.deployment import DEPLOYMENT  # noqa: E402 - after the path set-up above
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -247,7 +249,7 @@ def main() -> int:
         )
         procs.append(worker)
         wait_for(lambda: "ready" in log.read_text(), 300, "the warm worker", worker)
-        jobs = run_jobs("stylize/stylize", args.jobs, args, tmp / "warm")
+        jobs = run_jobs(DEPLOYMENT, args.jobs, args, tmp / "warm")
         warm = report("warm styledrop worker", jobs)
         stop(worker)
         if baseline_jobs:

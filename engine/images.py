@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -21,6 +21,8 @@ _EXIF_IMAGE_DESCRIPTION = 0x010E
 _EXIF_IFD = 0x8769
 _EXIF_USER_COMMENT = 0x9286
 
+# The image files styledrop reads and writes, everywhere (CLI, flow, gallery, dashboard), in
+# order of preference: a gallery with mosaic.png and mosaic.jpg uses mosaic.png.
 EXTENSIONS: dict[str, ImageFormat] = {
     ".png": "png",
     ".jpg": "jpeg",
@@ -201,20 +203,27 @@ def format_for(path: str | Path) -> ImageFormat:
 
 
 def save_image(image: Image.Image, path: str | Path, metadata: dict[str, Any]) -> Path:
-    """Write atomically (temp file in the same folder, then rename): readers never see half."""
+    """Write atomically (see write_atomic): readers never see half an image."""
     path = Path(path)
-    data = encode_image(image, format_for(path), metadata)
+    return write_atomic(path, encode_image(image, format_for(path), metadata))
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a local ``path`` so that readers see the old contents or the new, never
+    a partial file: a hidden temporary file in the same folder (same filesystem, so the rename
+    is atomic; folder watchers and the dashboard's file route skip dot-files), flushed to disk,
+    then renamed over ``path``. The one atomic writer: flows.storage writes local files with it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,19 @@ def _upsample(x: torch.Tensor, scale: Scale) -> torch.Tensor:
     return y.clamp(0, 1)
 
 
+@dataclass
+class _ScaleRun:
+    """One scale's optimisation: what carries from step to step, and what a checkpoint saves."""
+
+    index: int
+    targets: ScaleTargets
+    x: torch.Tensor  # the image being optimised (requires grad)
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    losses: list[float] = field(default_factory=list)
+    step_in_scale: int = 0
+
+
 class _Loop:
     """The optimisation across scales, with the state a checkpoint captures."""
 
@@ -80,24 +94,29 @@ class _Loop:
         objective: Objective,
         scales: list[Scale],
         callback: ProgressCallback | None,
-        checkpoint_meta: tuple[StyleParams, Any, str],
-        state: RunState | None,
+        *,
+        inputs_id: Callable[[], str],
+        backbone_label: str,
+        resume: RunState | None,
     ) -> None:
         self.objective = objective
         self.params = objective.params
         self.scales = scales
         self.callback = callback
-        self.meta = checkpoint_meta  # params, inputs-id function, backbone label
-        self.resume = state
+        # What a checkpoint is checked against on resume: the inputs (hashed only when a
+        # checkpoint is taken) and the backbone.
+        self.inputs_id = inputs_id
+        self.backbone_label = backbone_label
+        self.resume = resume
         self.started = time.perf_counter()
-        self.prior_elapsed = state.elapsed_s if state else 0.0
-        self.step = state.step if state else 0
-        self.skipped = state.skipped_steps if state else 0
+        self.prior_elapsed = resume.elapsed_s if resume else 0.0
+        self.step = resume.step if resume else 0
+        self.skipped = resume.skipped_steps if resume else 0
         self.planned = sum(s.steps for s in scales)
         self.last_loss = float("nan")
         self.stopped = "done"
-        self.rgb: torch.Tensor | None = None
-        self.x: torch.Tensor | None = None
+        self.scale: _ScaleRun | None = None  # the scale being optimised
+        self.rgb: torch.Tensor | None = None  # the last finished scale's image
 
     def elapsed(self) -> float:
         return self.prior_elapsed + time.perf_counter() - self.started
@@ -105,62 +124,66 @@ class _Loop:
     def current(self) -> torch.Tensor:
         """The image so far, in optimisation space: Adam's iterates jitter around the optimum
         and their average is the better image; L-BFGS's last iterate is its best."""
-        assert self.x is not None
-        return (self.ema.get() if self.params.optimizer == "adam" else self.x).detach()
+        assert self.scale is not None
+        s = self.scale
+        return (s.ema.get() if self.params.optimizer == "adam" else s.x).detach()
 
     def output(self) -> torch.Tensor:
-        return self.objective.render(self.current(), self.t).clamp(0, 1)
+        assert self.scale is not None
+        return self.objective.render(self.current(), self.scale.targets).clamp(0, 1)
 
     def run(self) -> None:
         first = self.resume.scale_index if self.resume else 0
         for index in range(first, len(self.scales)):
-            self.enter(index)
-            self.run_scale()
+            self.scale = self.enter(index)
+            self.run_scale(self.scale)
             self.rgb = self.output()
             if self.stopped == "cancelled":
                 return
 
-    def enter(self, index: int) -> None:
+    def enter(self, index: int) -> _ScaleRun:
         scale = self.scales[index]
-        self.index = index
-        self.t: ScaleTargets = self.objective.targets(scale)
+        targets = self.objective.targets(scale)
         dev = self.objective.device
         state = self.resume if self.resume and self.resume.scale_index == index else None
         if state is not None:
-            self.x = state.image.to(dev).requires_grad_(True)
-            self.ema = EMA.from_state(state.ema, dev)
-            self.optimizer = _make_optimizer(self.params.optimizer, self.x)
-            self.optimizer.load_state_dict(state.optimizer)
-            self.losses = list(state.losses)
-            self.step_in_scale = state.step_in_scale
-            return
-        if self.x is None:
-            start = self.objective.initial(self.t)
+            x = state.image.to(dev).requires_grad_(True)
+            optimizer = _make_optimizer(self.params.optimizer, x)
+            optimizer.load_state_dict(state.optimizer)
+            return _ScaleRun(
+                index,
+                targets,
+                x,
+                EMA.from_state(state.ema, dev),
+                optimizer,
+                list(state.losses),
+                state.step_in_scale,
+            )
+        if self.scale is None:
+            start = self.objective.initial(targets)
         else:  # coarse-to-fine: the previous scale's result, upsampled
             start = _upsample(self.current(), scale)
-        self.x = start.detach().clone().requires_grad_(True)
-        self.ema = EMA(self.x, EMA_DECAY)
-        self.optimizer = _make_optimizer(self.params.optimizer, self.x)
-        self.losses = []
-        self.step_in_scale = 0
+        x = start.detach().clone().requires_grad_(True)
+        return _ScaleRun(
+            index, targets, x, EMA(x, EMA_DECAY), _make_optimizer(self.params.optimizer, x)
+        )
 
-    def run_scale(self) -> None:
-        assert self.x is not None
-        scale = self.scales[self.index]
-        closure = self.objective.closure(self.optimizer, self.x, self.t)
-        while self.step_in_scale < scale.steps:
-            if _converged(self.losses):
-                self.skipped += scale.steps - self.step_in_scale
-                if self.index == len(self.scales) - 1:
+    def run_scale(self, s: _ScaleRun) -> None:
+        scale = self.scales[s.index]
+        closure = self.objective.closure(s.optimizer, s.x, s.targets)
+        while s.step_in_scale < scale.steps:
+            if _converged(s.losses):
+                self.skipped += scale.steps - s.step_in_scale
+                if s.index == len(self.scales) - 1:
                     self.stopped = "converged"
                 return
-            loss = self.optimizer.step(closure)
+            loss = s.optimizer.step(closure)
             with torch.no_grad():
-                self.x.clamp_(0, 1)
-            self.ema.update(self.x)
+                s.x.clamp_(0, 1)
+            s.ema.update(s.x)
             self.last_loss = float(loss.detach())
-            self.losses.append(self.last_loss)
-            self.step_in_scale += 1
+            s.losses.append(self.last_loss)
+            s.step_in_scale += 1
             self.step += 1
             if self.callback is not None and self.callback(self.progress()) is STOP:
                 self.stopped = "cancelled"
@@ -169,30 +192,30 @@ class _Loop:
     def progress(self) -> Progress:
         # Counters are taken now; preview()/checkpoint() read the tensors when called, so
         # they are meant to be called from within the callback.
-        counters = (self.index, self.step_in_scale, self.step, self.skipped)
+        assert self.scale is not None
+        s = self.scale
+        counters = (s.index, s.step_in_scale, self.step, self.skipped)
 
         def preview() -> Image.Image:
             return to_image(self.output())
 
         def checkpoint() -> dict[str, Any]:
             index, step_in_scale, step, skipped = counters
-            assert self.x is not None
             state = RunState(
                 scale_index=index,
                 step_in_scale=step_in_scale,
                 step=step,
-                image=self.x.detach(),
-                ema=self.ema.state(),
-                optimizer=self.optimizer.state_dict(),
-                losses=self.losses[-2 * CONVERGE_WINDOW :],
+                image=s.x.detach(),
+                ema=s.ema.state(),
+                optimizer=s.optimizer.state_dict(),
+                losses=s.losses[-2 * CONVERGE_WINDOW :],
                 elapsed_s=self.elapsed(),
                 skipped_steps=skipped,
             )
-            params, inputs, label = self.meta
-            return state.to_dict(params, inputs(), label)
+            return state.to_dict(self.params, self.inputs_id(), self.backbone_label)
 
         return Progress(
-            scale=self.index,
+            scale=s.index,
             n_scales=len(self.scales),
             step=self.step,
             total_steps=self.planned - self.skipped,
@@ -258,7 +281,9 @@ def stylize(
         return inputs_id[0]
 
     state = parse(resume, params, inputs(), bb.label) if resume is not None else None
-    loop = _Loop(objective, scales, callback, (params, inputs, bb.label), state)
+    loop = _Loop(
+        objective, scales, callback, inputs_id=inputs, backbone_label=bb.label, resume=state
+    )
     loop.run()
     assert loop.rgb is not None
     final = scales[-1]

@@ -13,9 +13,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.images import EXTENSIONS
+
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # preference order when names clash
 INDEX_FILE = "styles.json"
 THUMBS_DIR = "thumbs"
 
@@ -72,7 +73,7 @@ def _image_files(styles_dir: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     if not styles_dir.is_dir():
         return found
-    rank = {s: i for i, s in enumerate(IMAGE_SUFFIXES)}
+    rank = {s: i for i, s in enumerate(EXTENSIONS)}  # preference order when names clash
     for p in styles_dir.iterdir():
         suffix = p.suffix.lower()
         if p.name.startswith(".") or suffix not in rank or not p.is_file():
@@ -118,7 +119,7 @@ def resolve_style(name_or_path: str, styles_dir: Path) -> Path:
     if (
         key
         and Path(key).name == key
-        and in_gallery.suffix.lower() in IMAGE_SUFFIXES
+        and in_gallery.suffix.lower() in EXTENSIONS
         and in_gallery.is_file()
     ):
         return in_gallery

@@ -15,18 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.params import StyleParams
-
-# The storage layout lives beside the storage code, so the dashboard shares it without
-# importing the engine; flows keep calling it as jobs.*.
-from flows.storage import (  # noqa: F401 - re-exported
-    checkpoint_path,
-    input_path,
-    job_dir,
-    preview_path,
-    record_path,
-    result_path,
-    run_link_path,
-)
+from flows.storage import preview_path, result_path
 
 RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
 
@@ -67,11 +56,6 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# --- storage layout (relative to the storage root) -----------------------------------------
-
-
 
 
 # --- identity ------------------------------------------------------------------------------

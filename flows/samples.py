@@ -4,11 +4,12 @@ sensor's life cycle (inbox/ -> processing/ -> archive/ + outputs/, or failed/)."
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.images import write_atomic
+from flows.sensors.convention import ERROR_SUFFIX, output_of
+from flows.sensors.store import ARCHIVE, FAILED, INBOX, OUTPUTS
 from flows.settings import PROJECT_ROOT
 
 SAMPLES_DIR = PROJECT_ROOT / "samples"
@@ -33,17 +34,14 @@ def seed_samples(data_dir: Path, state_dir: Path) -> list[str]:
     mark = marker(state_dir)
     if mark.exists():
         return []
-    inbox = data_dir / "inbox"
+    inbox = data_dir / INBOX
     inbox.mkdir(parents=True, exist_ok=True)
     copied = []
     for name in SAMPLE_NAMES:
         source = SAMPLES_DIR / name
         if not source.is_file():
             continue
-        # Hidden name first, then a rename: the sensor never sees half a file.
-        tmp = inbox / f".{name}.seeding"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, inbox / name)
+        write_atomic(inbox / name, source.read_bytes())  # the sensor never sees half a file
         copied.append(name)
     mark.parent.mkdir(parents=True, exist_ok=True)
     mark.write_text("\n".join(copied) + "\n")
@@ -53,12 +51,12 @@ def seed_samples(data_dir: Path, state_dir: Path) -> list[str]:
 def sample_outcome(data_dir: Path, name: str) -> SampleOutcome:
     """Where a seeded sample is: the sensor archives the original only after the result is
     written, and moves it to failed/ with a ``.error.txt`` when the job failed."""
-    result = data_dir / "outputs" / (Path(name).stem + ".png")
-    if (data_dir / "archive" / name).exists() and result.exists():
+    result = data_dir / OUTPUTS / output_of(name)
+    if (data_dir / ARCHIVE / name).exists() and result.exists():
         return SampleOutcome(name, done=True, ok=True, detail=str(result))
-    failed = data_dir / "failed" / name
+    failed = data_dir / FAILED / name
     if failed.exists():
-        error = data_dir / "failed" / f"{name}.error.txt"
+        error = data_dir / FAILED / f"{name}{ERROR_SUFFIX}"
         reason = error.read_text(errors="replace").strip() if error.exists() else "no reason"
         return SampleOutcome(name, done=True, ok=False, detail=reason)
     return SampleOutcome(name, done=False)

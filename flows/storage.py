@@ -10,9 +10,7 @@ an object only becomes visible once its upload has completed.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +18,7 @@ from urllib.parse import quote
 import fsspec
 from fsspec.core import url_to_fs
 
+from engine.images import write_atomic
 from flows.settings import Settings, get_settings
 
 
@@ -70,19 +69,7 @@ def write_bytes(url: str, data: bytes, settings: Settings | None = None) -> None
         # One PUT (or a multipart upload for big files): the object appears only when complete.
         fs.pipe_file(path, data)
         return
-    target = Path(url.removeprefix("file://"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden temporary name in the same folder (same filesystem, so the rename is atomic);
-    # folder watchers and the file route skip dot-files.
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(url.removeprefix("file://"), data)
 
 
 def join(root: str, rel: str) -> str:
@@ -213,3 +200,7 @@ PREFECT_RESULTS = "_prefect_results"
 
 def run_link_path(flow_run_id: str) -> str:
     return f"_runs/{flow_run_id}.json"
+
+
+# Dashboard uploads: ``_uploads/<sha256[:16]>/<name>`` (dashboard/store.py:upload_path).
+UPLOADS = "_uploads"

@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed, State
 
 from flows.alive import keep_alive, state_before_false_reschedule
+from flows.deployment import FLOW_NAME
 from flows.jobs import CANCELLED, Job, JobRejected
 from flows.naming import run_name
 from flows.results import use_shared_result_storage
@@ -43,7 +44,7 @@ def _run_name() -> str:
 
 
 @flow(
-    name="stylize",
+    name=FLOW_NAME,
     flow_run_name=_run_name,
     # Infrastructure faults are retried task by task; a refused job must fail at once.
     retries=0,

@@ -18,7 +18,7 @@ import torch
 from conftest import ROOT, make_image, stop_process, wait_until
 from test_flow_stylize import client, configure, task_runs_of  # noqa: F401 - fixture
 
-from flows import jobs
+from flows import storage
 from flows.storage import Storage
 from flows.stylize import stylize
 
@@ -65,8 +65,8 @@ def test_a_killed_run_resumes_from_its_checkpoint(
     job_id = checkpoint.parent.name
     saved = torch.load(io.BytesIO(checkpoint.read_bytes()), weights_only=True)
     assert saved["job_id"] == job_id and saved["step"] > 0
-    assert store.read_json(jobs.record_path(job_id))["status"] == "running"
-    assert not store.exists(jobs.result_path(job_id)), "killed before it finished"
+    assert store.read_json(storage.record_path(job_id))["status"] == "running"
+    assert not store.exists(storage.result_path(job_id)), "killed before it finished"
 
     state = stylize(str(content), [str(style)], options, return_state=True)
 
@@ -76,7 +76,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(
     # At least where the checkpoint we saw was (the killed run may have written a later one).
     assert record["resumed_from_step"] >= saved["step"] > 0
     assert record["steps"] == record["total_steps"]
-    assert store.exists(jobs.result_path(job_id))
+    assert store.exists(storage.result_path(job_id))
     assert "wait for the run computing this job" in task_runs_of(
         client, state.state_details.flow_run_id
     )

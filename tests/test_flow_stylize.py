@@ -132,12 +132,12 @@ def test_a_run_completes_with_result_and_record(done) -> None:
     assert record["flow_run_id"] == str(state.state_details.flow_run_id)
     assert record["steps_per_second"] > 0 and record["timings"]["finished_at"]
 
-    result = Image.open(io.BytesIO(store.read_bytes(jobs.result_path(job_id))))
+    result = Image.open(io.BytesIO(store.read_bytes(storage.result_path(job_id))))
     assert result.format == "PNG" and result.size == (48, 40)
-    assert store.read_json(jobs.record_path(job_id)) == record
-    assert store.exists(jobs.preview_path(job_id))
-    link = store.read_json(jobs.run_link_path(record["flow_run_id"]))
-    assert link == {"job_id": job_id, "record": jobs.record_path(job_id)}
+    assert store.read_json(storage.record_path(job_id)) == record
+    assert store.exists(storage.preview_path(job_id))
+    link = store.read_json(storage.run_link_path(record["flow_run_id"]))
+    assert link == {"job_id": job_id, "record": storage.record_path(job_id)}
 
     # output=: a JPEG where the caller asked (relative: inside the storage root) + its record
     exported = Image.open(io.BytesIO(store.read_bytes("exports/photo.jpg")))
@@ -239,7 +239,7 @@ def test_a_run_is_named_after_its_photo_and_logs_its_progress(done, client) -> N
 def test_the_same_job_again_is_reused_not_computed(done, client) -> None:
     first = done["state"].result()
     store = done["store"]
-    result_file = Path(store.url(jobs.result_path(first["job_id"])))
+    result_file = Path(store.url(storage.result_path(first["job_id"])))
     mtime = result_file.stat().st_mtime_ns
     # Same bytes under another name, same parameters written differently: same job.
     copy = done["content"].with_name("copy.png")
@@ -252,7 +252,7 @@ def test_the_same_job_again_is_reused_not_computed(done, client) -> None:
     assert again["flow_run_id"] == first["flow_run_id"]  # who computed it
     assert "stylize image" not in task_runs_of(client, state.state_details.flow_run_id)
     assert result_file.stat().st_mtime_ns == mtime
-    assert store.read_json(jobs.run_link_path(str(state.state_details.flow_run_id)))["job_id"] \
+    assert store.read_json(storage.run_link_path(str(state.state_details.flow_run_id)))["job_id"] \
         == first["job_id"]
 
 
@@ -307,7 +307,7 @@ def test_the_same_job_twice_at_the_same_moment_is_computed_once(
         for tr in task_runs_of(client, s.state_details.flow_run_id).get("stylize image", [])
     ]
     assert len(engine_runs) == 1, engine_runs
-    assert Storage(settings.storage_root, settings).exists(jobs.result_path(computed["job_id"]))
+    assert Storage(settings.storage_root, settings).exists(storage.result_path(computed["job_id"]))
 
 
 def test_the_claim_lock_lets_one_holder_in_at_a_time(prefect_api, client) -> None:
@@ -345,7 +345,7 @@ def test_a_run_waiting_for_a_lost_duplicate_takes_over(
     style = make_image(tmp_path / "style.png", (48, 48), seed=32)
     job = validate_job.fn(str(content), [str(style)], FAST, None)
     owner = client.create_flow_run(stylize, parameters={"content": str(content)}, state=Running())
-    store.write_json(jobs.record_path(job.job_id), jobs.new_record(job, str(owner.id), False))
+    store.write_json(storage.record_path(job.job_id), jobs.new_record(job, str(owner.id), False))
 
     done: dict = {}
     waiter = threading.Thread(
@@ -363,7 +363,7 @@ def test_a_run_waiting_for_a_lost_duplicate_takes_over(
         return any(tr.state and tr.state.is_running() for tr in task_runs)
 
     wait_until(waiting, 60, "the second run to wait for the first")
-    assert store.read_json(jobs.record_path(job.job_id))["flow_run_id"] == str(owner.id)
+    assert store.read_json(storage.record_path(job.job_id))["flow_run_id"] == str(owner.id)
     client.set_flow_run_state(owner.id, Crashed(message="worker lost"), force=True)
     waiter.join(120)
 
@@ -423,7 +423,7 @@ def test_bad_input_fails_at_once_with_its_reason(
     assert validate.run_count == 1, "a refused job must not be retried"
     assert "stylize image" not in task_runs_of(client, run_id)
     assert elapsed < 20  # no retry delays
-    link = Storage(settings.storage_root, settings).read_json(jobs.run_link_path(str(run_id)))
+    link = Storage(settings.storage_root, settings).read_json(storage.run_link_path(str(run_id)))
     assert link["status"] == "rejected" and reason in link["error"]
 
 
@@ -446,8 +446,8 @@ def test_an_engine_failure_fails_the_run_and_marks_its_record(
     (engine_run,) = task_runs_of(client, run_id)["stylize image"]
     assert engine_run.run_count == 1
     store = Storage(settings.storage_root, settings)
-    job_id = store.read_json(jobs.run_link_path(str(run_id)))["job_id"]
-    record = store.read_json(jobs.record_path(job_id))
+    job_id = store.read_json(storage.run_link_path(str(run_id)))["job_id"]
+    record = store.read_json(storage.record_path(job_id))
     assert record["status"] == "failed" and "missing-vgg19.pth" in record["error"]
 
 
@@ -498,11 +498,11 @@ def test_cancel_request_stops_a_running_job(
     (state,) = states
     assert state.is_cancelled(), (state.type, state.message)
     assert client.read_flow_run(run_id).state.is_cancelled()
-    record = store.read_json(jobs.record_path(job_id))
+    record = store.read_json(storage.record_path(job_id))
     assert record["status"] == "cancelled"
     # The work done so far is kept for a resubmission.
-    assert store.exists(jobs.checkpoint_path(job_id))
-    assert not store.exists(jobs.result_path(job_id))
+    assert store.exists(storage.checkpoint_path(job_id))
+    assert not store.exists(storage.result_path(job_id))
 
 
 # --- S3 --------------------------------------------------------------------------------------
@@ -529,8 +529,8 @@ def test_a_job_on_s3_reads_and_writes_through_the_s3_api(
     assert state.is_completed(), state.message
     record = state.result()
     store = Storage(settings.storage_root, settings)
-    assert store.read_json(jobs.record_path(record["job_id"]))["status"] == "completed"
-    result = Image.open(io.BytesIO(store.read_bytes(jobs.result_path(record["job_id"]))))
+    assert store.read_json(storage.record_path(record["job_id"]))["status"] == "completed"
+    result = Image.open(io.BytesIO(store.read_bytes(storage.result_path(record["job_id"]))))
     assert result.size == (48, 40)
     assert storage.exists("s3://styledrop-test/exports/photo.png.json", settings)
     # Prefect's persisted result is on S3 too, under the storage root.

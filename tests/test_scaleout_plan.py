@@ -53,6 +53,14 @@ def test_the_deployment_comes_from_prefect_yaml_on_the_styledrop_pool_type() -> 
     assert spec["work_pool"]["name"] == Settings().work_pool
 
 
+def test_the_deployment_names_everyone_submits_to_are_the_flow_and_prefect_yaml_ones() -> None:
+    from flows.deployment import DEPLOYMENT, DEPLOYMENT_NAME, FLOW_NAME
+    from flows.stylize import stylize
+
+    assert scaleout.deployment_spec()["name"] == DEPLOYMENT_NAME
+    assert stylize.name == FLOW_NAME and DEPLOYMENT == "stylize/stylize"
+
+
 def test_the_recovery_automation_takes_its_window_from_the_settings() -> None:
     spec = scaleout.recovery_automation_spec(Settings(heartbeat_s=30, lost_run_after_s=90))
     assert spec.name == "styledrop-recover-lost-runs"

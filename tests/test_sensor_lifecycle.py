@@ -21,9 +21,9 @@ import httpx
 import pytest
 from conftest import free_port, make_image, wait_until
 
-from flows.sensors.records import JobRecord
 from flows.sensors.service import RunningSensor, start_folder_sensor
 from flows.sensors.submit import PrefectGateway
+from flows.sensors.take import Take
 from flows.settings import Settings
 
 DEPLOYMENT = "sensor-lifecycle/inbox"
@@ -69,19 +69,19 @@ def start(sensors: list[RunningSensor], settings: Settings) -> RunningSensor:
     return running
 
 
-def record(area: Path, rel: str) -> JobRecord:
-    return JobRecord.from_json((area / f"{rel}.run.json").read_bytes())
+def take_in(area: Path, rel: str) -> Take:
+    return Take.from_json((area / f"{rel}.run.json").read_bytes())
 
 
-def submitted(area: Path, rel: str) -> JobRecord | None:
+def submitted(area: Path, rel: str) -> Take | None:
     try:
-        rec = record(area, rel)
+        rec = take_in(area, rel)
     except (FileNotFoundError, ValueError):
         return None
     return rec if rec.flow_run_id else None
 
 
-def submitted_from(processing: Path, inbox_rel: str) -> JobRecord | None:
+def submitted_from(processing: Path, inbox_rel: str) -> Take | None:
     """The submitted job for a file dropped at `inbox_rel`, whatever its processing/ name."""
     for path in processing.rglob("*.run.json"):
         rel = path.relative_to(processing).as_posix().removesuffix(".run.json")
@@ -152,8 +152,8 @@ def test_drop_submit_fail_archive_with_contract_parameters(tmp_path: Path, senso
     assert bad.flow_run_id in note
     assert (tmp_path / "failed" / "bad.png").exists()
     # The bookkeeping goes with the file: which run handled it stays on record.
-    assert record(tmp_path / "archive", "ink/good.png").outcome == "archived"
-    assert record(tmp_path / "failed", "bad.png").reason == "cannot read image: truncated PNG"
+    assert take_in(tmp_path / "archive", "ink/good.png").outcome == "archived"
+    assert take_in(tmp_path / "failed", "bad.png").reason == "cannot read image: truncated PNG"
     assert not any(p.is_file() for p in processing.rglob("*"))
 
 
@@ -202,7 +202,7 @@ def test_a_bad_sidecar_fails_with_its_reason_and_no_run(tmp_path: Path, sensors)
     assert "sidecar" in text and "not valid JSON" in text
     assert "Flow run: none" in text
     assert (tmp_path / "failed" / "photo.json").exists()  # the sidecar went with it
-    assert record(tmp_path / "failed", "photo.png").flow_run_id is None
+    assert take_in(tmp_path / "failed", "photo.png").flow_run_id is None
 
 
 def test_crashed_runs_are_resubmitted_a_bounded_number_of_times(tmp_path: Path, sensors) -> None:
@@ -226,7 +226,7 @@ def test_crashed_runs_are_resubmitted_a_bounded_number_of_times(tmp_path: Path, 
     assert len(set(run_ids)) == 3
     assert "worker lost: out of memory" in note.read_text()
     assert "gave up after 2 resubmission(s)" in note.read_text()
-    assert record(tmp_path / "failed", "crashy.png").attempts == 2
+    assert take_in(tmp_path / "failed", "crashy.png").attempts == 2
 
 
 def test_restart_tracks_running_runs_and_resubmits_vanished_ones(tmp_path: Path, sensors) -> None:
@@ -258,7 +258,7 @@ def test_restart_tracks_running_runs_and_resubmits_vanished_ones(tmp_path: Path,
     assert again.attempts == 1
     wait_until(lambda: submitted(processing, "while-down.png"), 20, "the backlog submitted")
     # The running run is tracked again, not duplicated.
-    assert record(processing, "alive.png").flow_run_id == alive.flow_run_id
+    assert take_in(processing, "alive.png").flow_run_id == alive.flow_run_id
     complete(alive.flow_run_id)
     wait_until(lambda: (tmp_path / "archive" / "alive.png").exists(), 20, "alive.png archived")
     assert (tmp_path / "outputs" / "alive.png").exists()
@@ -372,7 +372,7 @@ def test_an_unreachable_server_delays_submission_without_losing_the_file(
             20,
             "three failed submission attempts",
         )
-        rec = record(processing, "patient.png")
+        rec = take_in(processing, "patient.png")
         assert rec.flow_run_id is None and (processing / "patient.png").exists()
         gate.open()
         rec = wait_until(lambda: submitted(processing, "patient.png"), 20, "submitted once back")

@@ -15,11 +15,11 @@ from conftest import free_port, make_image, wait_until
 from pydantic import SecretStr
 
 from flows import storage
-from flows.sensors.records import JobRecord
 from flows.sensors.s3 import S3Inbox, s3_root
 from flows.sensors.service import start_s3_sensor
 from flows.sensors.store import INBOX, PROCESSING, InboxStore
 from flows.sensors.submit import PrefectGateway
+from flows.sensors.take import Take
 from flows.sensors.webhook import NotificationServer
 from flows.settings import Settings
 
@@ -162,9 +162,9 @@ def test_s3_life_cycle_one_run_for_a_notified_and_listed_object(
         body = {"Records": [record("ObjectCreated:Put", "life/inbox/waves/good.png")]}
         assert httpx.post(hook, json=body, timeout=5).json() == {"accepted": 1}
 
-        def submitted(rel: str) -> JobRecord | None:
+        def submitted(rel: str) -> Take | None:
             try:
-                rec = JobRecord.from_json(fs.cat_file(f"{root}/processing/{rel}.run.json"))
+                rec = Take.from_json(fs.cat_file(f"{root}/processing/{rel}.run.json"))
             except FileNotFoundError:
                 return None
             return rec if rec.flow_run_id else None

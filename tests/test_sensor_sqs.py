@@ -21,10 +21,10 @@ import pytest
 from conftest import wait_until
 
 from flows import storage
-from flows.sensors.records import JobRecord
 from flows.sensors.service import RunningSensor, start_s3_sensor
 from flows.sensors.sqs import SqsSource, region_of, sqs_client
 from flows.sensors.submit import PrefectGateway
+from flows.sensors.take import Take
 from flows.settings import Settings
 
 DEPLOYMENT = "sensor-sqs/inbox"
@@ -142,10 +142,10 @@ def sensor(deployment: str) -> Iterator[Callable[[Settings], RunningSensor]]:
         running.stop()
 
 
-def submitted(settings: Settings, rel: str) -> JobRecord | None:
+def submitted(settings: Settings, rel: str) -> Take | None:
     fs, _ = storage.filesystem(f"s3://{settings.s3_bucket}", settings)
     try:
-        rec = JobRecord.from_json(fs.cat_file(f"{settings.s3_bucket}/processing/{rel}.run.json"))
+        rec = Take.from_json(fs.cat_file(f"{settings.s3_bucket}/processing/{rel}.run.json"))
     except FileNotFoundError:
         return None
     return rec if rec.flow_run_id else None

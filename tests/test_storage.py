@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import engine.images
 from flows import storage
 from flows.settings import Settings
 from flows.storage import Storage
@@ -55,7 +56,7 @@ def test_failed_local_write_keeps_the_old_file(tmp_path: Path, monkeypatch) -> N
     def broken_replace(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(storage.os, "replace", broken_replace)
+    monkeypatch.setattr(engine.images.os, "replace", broken_replace)  # the one atomic writer
     with pytest.raises(OSError):
         storage.write_bytes(str(target), b"new")
     assert target.read_bytes() == b"old"

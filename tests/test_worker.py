@@ -32,7 +32,7 @@ from prefect.deployments import run_deployment
 from prefect.states import Cancelling
 from test_flow_stylize import artifacts_of, client  # noqa: F401 - fixture
 
-from flows import jobs
+from flows import storage
 from flows.stack import descendants, pid_alive
 from flows.storage import Storage
 
@@ -106,7 +106,7 @@ def read_run(client, run_id: str) -> Any:  # noqa: F811
 
 
 def record_of(w: Worker, run_id: str) -> dict[str, Any]:
-    link = w.store.read_json(jobs.run_link_path(run_id))
+    link = w.store.read_json(storage.run_link_path(run_id))
     return w.store.read_json(link["record"])
 
 
@@ -122,7 +122,7 @@ def test_runs_execute_in_the_warm_process_with_their_artifacts(worker: Worker, c
         assert run.infrastructure_pid == str(worker.proc.pid)
         record = record_of(worker, run_id)
         assert record["status"] == "completed" and record["worker"]["name"] == NAME
-        assert worker.store.exists(jobs.result_path(record["job_id"]))
+        assert worker.store.exists(storage.result_path(record["job_id"]))
         kinds = artifacts_of(client, run.id)
         assert {"progress", "image", "markdown"} <= set(kinds), kinds
         assert kinds["progress"][-1].data == 100
@@ -141,7 +141,7 @@ def test_cancel_ends_the_run_cancelled_and_the_worker_goes_on(worker: Worker, cl
     run_id = submit(worker, ENDLESS, seed=5)
 
     def progressing() -> bool:
-        link = worker.store.read_json(jobs.run_link_path(run_id))
+        link = worker.store.read_json(storage.run_link_path(run_id))
         key = f"job-{link['job_id']}-progress"
         arts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
@@ -155,7 +155,7 @@ def test_cancel_ends_the_run_cancelled_and_the_worker_goes_on(worker: Worker, cl
     stopped_after = time.monotonic() - asked
     record = record_of(worker, run_id)
     assert record["status"] == "cancelled"
-    assert worker.store.exists(jobs.checkpoint_path(record["job_id"]))
+    assert worker.store.exists(storage.checkpoint_path(record["job_id"]))
     assert stopped_after < 10
 
     # The same worker takes the next job.

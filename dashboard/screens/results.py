@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 
 import streamlit as st
 
 from dashboard import ui, views
-from dashboard.store import DashboardStore, Job
+from dashboard.store import DashboardStore, JobFolder
 
 GRID_COLUMNS = 3
 RESULTS_SHOWN = 30
@@ -36,7 +35,7 @@ def reader(store: DashboardStore, rel: str) -> Callable[[], bytes]:
     return lambda: store.read(rel) or b""
 
 
-def caption(job: Job) -> str:
+def caption(job: JobFolder) -> str:
     styles = [s.get("requested", "?") for s in (job.record.get("inputs") or {}).get("styles", [])]
     params = job.record.get("params") or {}
     when = (job.record.get("timings") or {}).get("finished_at") or ""
@@ -44,7 +43,7 @@ def caption(job: Job) -> str:
     return f"{names} · {params.get('size', '?')}px · {when.replace('T', ' ')[:16]}"
 
 
-def result_card(store: DashboardStore, job: Job) -> None:
+def result_card(store: DashboardStore, job: JobFolder) -> None:
     thumb = ui.guarded(
         lambda: thumbnail(store.root, job.result_rel, str(job.modified)),
         f"Could not read the result of job {job.job_id}",
@@ -55,7 +54,7 @@ def result_card(store: DashboardStore, job: Job) -> None:
     st.download_button(
         "Result",
         data=reader(store, job.result_rel),
-        file_name=f"styledrop-{job.job_id}.png",
+        file_name=job.download_name("png"),
         mime="image/png",
         on_click="ignore",
         icon=":material/download:",
@@ -63,8 +62,8 @@ def result_card(store: DashboardStore, job: Job) -> None:
     )
     st.download_button(
         "Record",
-        data=json.dumps(job.record, indent=2),
-        file_name=f"styledrop-{job.job_id}.json",
+        data=job.record_text(),
+        file_name=job.download_name("json"),
         mime="application/json",
         on_click="ignore",
         icon=":material/description:",

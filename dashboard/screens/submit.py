@@ -10,9 +10,12 @@ import streamlit as st
 from dashboard import ui
 from dashboard.uploads import ALLOWED_MIME_TYPES, CheckedImage, UploadRejected, check_upload
 from dashboard.views import STRENGTHS
+from engine.params import StyleParams
 from flows.gallery import Style, list_styles
 
 GRID_COLUMNS = 4
+# The form starts at the engine's defaults (StyleParams), not a copy of them.
+DEFAULTS = StyleParams()
 
 settings = ui.settings()
 
@@ -104,31 +107,40 @@ def options_section() -> dict[str, Any]:
         "Size of the result (long edge, pixels)",
         min_value=16,
         max_value=4096,
-        value=512,
+        value=DEFAULTS.size,  # None: empty, the device's default
         step=16,
+        placeholder="the device's default",
         key="size",
     )
     strength = st.select_slider(
-        "Style strength", options=list(STRENGTHS), value="normal", key="strength"
+        "Style strength",
+        options=list(STRENGTHS),
+        value=next(name for name, w in STRENGTHS.items() if w == DEFAULTS.style_weight),
+        key="strength",
     )
-    preserve = st.checkbox("Preserve the photo's colours", value=False, key="preserve_colors")
+    preserve = st.checkbox(
+        "Preserve the photo's colours", value=DEFAULTS.preserve_colors, key="preserve_colors"
+    )
     options: dict[str, Any] = {
-        "size": int(size),
         "style_weight": STRENGTHS[strength],
         "preserve_colors": preserve,
     }
+    if size is not None:
+        options["size"] = int(size)
     with st.expander("Advanced"):
         iterations = st.number_input(
             "Iterations (0: the engine's default)",
             min_value=0,
             max_value=100_000,
-            value=0,
+            value=DEFAULTS.iterations or 0,
             key="iterations",
         )
-        seed = st.number_input("Random seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
+        seed = st.number_input(
+            "Random seed", min_value=0, max_value=2**31 - 1, value=DEFAULTS.seed, key="seed"
+        )
     if iterations:
         options["iterations"] = int(iterations)
-    if seed:
+    if seed != DEFAULTS.seed:
         options["seed"] = int(seed)
     return options
 

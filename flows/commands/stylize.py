@@ -1,6 +1,7 @@
 """`styledrop stylize`: stylise one image on this machine, no server involved.
 
-Imports only the engine and settings (never Prefect), so it starts fast and works anywhere.
+Imports only the engine, the settings and the gallery (never Prefect), so it starts fast and
+works anywhere.
 """
 
 from __future__ import annotations
@@ -10,17 +11,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
 
 class CliError(Exception):
     """A user mistake reported as one line, without a traceback."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    import typing
+
+    from engine.advice import WEIGHTS_FILENAME
+    from engine.params import StyleParams
     from flows.settings import get_settings
 
     s = get_settings()
+    # Defaults and choices come from StyleParams, so each exists once (the engine's).
+    d = StyleParams()
+    optimizers = typing.get_args(typing.get_type_hints(StyleParams)["optimizer"])
     parser.add_argument("content", help="the photo to stylise (any format Pillow reads)")
     parser.add_argument(
         "--style",
@@ -44,18 +50,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="long edge of the result in pixels (256 on a CPU, 512 on a GPU)",
     )
     parser.add_argument("--iterations", type=int, help="steps at the final scale (engine default)")
-    parser.add_argument("--style-strength", type=float, default=1.0, help="style weight (1.0)")
-    parser.add_argument("--content-strength", type=float, default=1.0, help="content weight (1.0)")
-    parser.add_argument("--tv-strength", type=float, default=1.0, help="smoothness weight (1.0)")
-    parser.add_argument(
-        "--style-scale",
-        type=float,
-        default=1.0,
-        help="style image size relative to the output (1.0)",
-    )
+    for flag, field, what in (
+        ("--style-strength", "style_weight", "style weight"),
+        ("--content-strength", "content_weight", "content weight"),
+        ("--tv-strength", "tv_weight", "smoothness weight"),
+        ("--style-scale", "style_scale", "style image size relative to the output"),
+    ):
+        default = getattr(d, field)
+        parser.add_argument(flag, type=float, default=default, help=f"{what} ({default})")
     parser.add_argument("--preserve-colors", action="store_true", help="keep the content's colours")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    parser.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"random seed ({d.seed})")
+    parser.add_argument("--optimizer", choices=optimizers, default=d.optimizer)
     parser.add_argument(
         "--device", choices=("auto", "cuda", "mps", "cpu"), default=s.device, help=f"({s.device})"
     )
@@ -67,7 +72,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         f"is for smoke runs ({s.backbone})",
     )
     parser.add_argument(
-        "--weights", type=Path, default=s.weights, help="path to vgg19-dcbb9e9d.pth (hub cache)"
+        "--weights",
+        type=Path,
+        default=s.weights,
+        help=f"path to {WEIGHTS_FILENAME} (hub cache)",
     )
     parser.add_argument(
         "--quiet",
@@ -77,18 +85,19 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _resolve_style(value: str, styles_dir: Path) -> Path:
-    path = Path(value).expanduser()
-    if path.is_file():
-        return path
-    if path.suffix.lower() not in IMAGE_SUFFIXES and "/" not in value:
-        for suffix in IMAGE_SUFFIXES:
-            candidate = styles_dir / f"{value}{suffix}"
-            if candidate.is_file():
-                return candidate
-        names = sorted({p.stem for p in styles_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES})
-        known = f"; gallery styles in {styles_dir}: {', '.join(names)}" if names else ""
-        raise CliError(f"style {value!r} is neither a file nor a gallery style{known}")
-    raise CliError(f"style {value}: no such file")
+    from engine.images import EXTENSIONS
+    from flows.gallery import UnknownStyleError, resolve_style
+
+    try:
+        return resolve_style(value, styles_dir)
+    except UnknownStyleError as exc:
+        if "/" in value or Path(value).suffix.lower() in EXTENSIONS:
+            raise CliError(f"style {value}: no such file") from exc
+        known = f"; gallery styles in {styles_dir}: {', '.join(exc.available)}"
+        raise CliError(
+            f"style {value!r} is neither a file nor a gallery style"
+            + (known if exc.available else "")
+        ) from exc
 
 
 def _blend(text: str | None, n_styles: int) -> list[float] | None:

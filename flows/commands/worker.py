@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flows import stack
+from flows.deployment import DEPLOYMENT
 from flows.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--setup-only",
         action="store_true",
-        help="create or update the work pool, the stylize/stylize deployment, the lost-run "
+        help=f"create or update the work pool, the {DEPLOYMENT} deployment, the lost-run "
         "automation (STYLEDROP_LOST_RUN_AFTER_S) and the alerts (STYLEDROP_ALERT_*), then exit: "
         "the one-time step for a new server",
     )

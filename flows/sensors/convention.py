@@ -28,6 +28,7 @@ PARTIAL_SUFFIXES = (
 )
 IGNORED_NAMES = {"readme.md", "readme.txt", "thumbs.db", "desktop.ini"}
 SIDECAR_SUFFIX = ".json"
+ERROR_SUFFIX = ".error.txt"  # the note beside a file in failed/ saying why
 
 # Sidecar keys the sensor itself interprets; every other key is an engine option
 # (a StyleParams field) passed through for the flow to validate.
@@ -68,7 +69,7 @@ def is_job(rel: str) -> bool:
         or lower.endswith(PARTIAL_SUFFIXES)
         or lower in IGNORED_NAMES
         or lower.endswith(SIDECAR_SUFFIX)
-        or lower.endswith(".error.txt")
+        or lower.endswith(ERROR_SUFFIX)
     )
 
 

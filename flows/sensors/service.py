@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flows.sensors.folder import FolderInbox
-from flows.sensors.lifecycle import InboxSensor, SensorConfig
+from flows.sensors.lifecycle import SensorConfig
 from flows.sensors.s3 import S3Inbox, s3_root
+from flows.sensors.sensor import InboxSensor
 from flows.sensors.sqs import SqsSource, sqs_client
 from flows.sensors.store import InboxStore
 from flows.sensors.submit import PrefectGateway

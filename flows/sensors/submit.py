@@ -12,9 +12,10 @@ from uuid import UUID
 
 import httpx
 
+from flows.deployment import DEPLOYMENT
+
 log = logging.getLogger("styledrop.sensor")
 
-DEPLOYMENT = "stylize/stylize"
 # A flow-run label (not a tag: tags are for people filtering runs, one per source) that tells
 # the run this take created from one an idempotency key found (lifecycle.submit).
 TAKE_LABEL = "styledrop.take"

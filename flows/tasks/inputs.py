@@ -9,7 +9,7 @@ from prefect.artifacts import create_image_artifact
 from prefect.cache_policies import NO_CACHE
 
 import engine
-from flows import jobs, storage
+from flows import storage
 from flows.jobs import Job
 from flows.naming import file_name
 from flows.settings import get_settings
@@ -26,7 +26,7 @@ def publish_input(job: Job) -> str | None:
     Best effort: a run is not failed for want of a thumbnail."""
     settings = get_settings()
     store = get_storage(settings)
-    rel = jobs.input_path(job.job_id)
+    rel = storage.input_path(job.job_id)
     try:
         if not store.exists(rel):
             image = engine.load_image(

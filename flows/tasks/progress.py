@@ -25,7 +25,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
 
 import engine
-from flows import jobs
+from flows import storage
 from flows.settings import Settings
 from flows.storage import Storage
 
@@ -161,7 +161,7 @@ class JobMonitor:
             data = engine.encode_image(
                 progress.preview(), "jpeg", {"job_id": self.job_id, "step": progress.step}
             )
-            rel = jobs.preview_path(self.job_id)
+            rel = storage.preview_path(self.job_id)
             self.store.write_bytes(rel, data)
             self.show_preview(rel, progress)
         except Exception as exc:  # noqa: BLE001
@@ -194,7 +194,7 @@ class JobMonitor:
                 },
                 buffer,
             )
-            self.store.write_bytes(jobs.checkpoint_path(self.job_id), buffer.getvalue())
+            self.store.write_bytes(storage.checkpoint_path(self.job_id), buffer.getvalue())
             self.logger.info("checkpoint at %s", describe(progress))
         except Exception as exc:  # noqa: BLE001
             self.logger.warning("checkpoint at step %d failed: %s", progress.step, exc)
@@ -224,7 +224,7 @@ def load_checkpoint(
     ``force`` asks for a fresh computation, so an earlier run's checkpoint is ignored - but a
     checkpoint this very flow run wrote (it crashed and is being retried) is still used.
     """
-    rel = jobs.checkpoint_path(job_id)
+    rel = storage.checkpoint_path(job_id)
     try:
         data = store.read_bytes(rel)
     except FileNotFoundError:

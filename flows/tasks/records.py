@@ -44,7 +44,8 @@ def link_run_to_job(flow_run_id: str | None, job_id: str) -> None:
     """``_runs/<flow_run_id>.json``: lets the dashboard find a run's job and record."""
     if flow_run_id:
         get_storage().write_json(
-            jobs.run_link_path(flow_run_id), {"job_id": job_id, "record": jobs.record_path(job_id)}
+            storage.run_link_path(flow_run_id),
+            {"job_id": job_id, "record": storage.record_path(job_id)},
         )
 
 
@@ -53,7 +54,7 @@ def link_rejected_run(flow_run_id: str | None, reason: str) -> None:
     """A refused run has no job; its link says why, for the dashboard."""
     if flow_run_id:
         get_storage().write_json(
-            jobs.run_link_path(flow_run_id),
+            storage.run_link_path(flow_run_id),
             {"job_id": None, "record": None, "status": "rejected", "error": reason},
         )
 
@@ -62,8 +63,8 @@ def link_rejected_run(flow_run_id: str | None, reason: str) -> None:
 def find_completed_job(job_id: str) -> dict[str, Any] | None:
     """The record of ``job_id`` if it was completed and its result is still there."""
     store = get_storage()
-    record = store.read_json(jobs.record_path(job_id))
-    if jobs.is_completed(record) and store.exists(jobs.result_path(job_id)):
+    record = store.read_json(storage.record_path(job_id))
+    if jobs.is_completed(record) and store.exists(storage.result_path(job_id)):
         return record
     return None
 
@@ -77,7 +78,7 @@ def claim_job(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any] 
     cannot both find no owner and both compute it."""
     store = get_storage()
     with claim_lock(flow_run_id):
-        record = store.read_json(jobs.record_path(job.job_id))
+        record = store.read_json(storage.record_path(job.job_id))
         owner = (record or {}).get("flow_run_id") or ""
         if (record or {}).get("status") == jobs.RUNNING and owner != (flow_run_id or ""):
             if run_is_alive(owner, get_settings().lost_run_after_s):
@@ -86,7 +87,7 @@ def claim_job(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any] 
         # The Prefect worker running this flow run (flows.worker) names itself in the environment.
         worker = {"host": socket.gethostname(), "name": os.environ.get("PREFECT__WORKER_NAME", "")}
         record = jobs.new_record(job, flow_run_id or "", force, worker)
-        store.write_json(jobs.record_path(job.job_id), record)
+        store.write_json(storage.record_path(job.job_id), record)
         return record
 
 
@@ -191,7 +192,7 @@ def wait_for_owner(job_id: str, owner: str) -> dict[str, Any] | None:
 @task(name="end job record", **io_task_options())
 def end_record(record: dict[str, Any], status: str, error: str | None) -> dict[str, Any]:
     ended = jobs.ended_record(record, status, error)
-    get_storage().write_json(jobs.record_path(record["job_id"]), ended)
+    get_storage().write_json(storage.record_path(record["job_id"]), ended)
     return ended
 
 
@@ -200,11 +201,11 @@ def write_result(job: Job, stylized: Stylized, record: dict[str, Any]) -> dict[s
     """result.png, then the caller's ``output`` (+ ``<output>.json``), then the record marked
     completed - last, so "completed" always means every file is in place."""
     store = get_storage()
-    store.write_bytes(jobs.result_path(job.job_id), stylized.png)
+    store.write_bytes(storage.result_path(job.job_id), stylized.png)
     done = jobs.completed_record(record, stylized.summary)
     if job.output:
         write_output(store, job.output, stylized.png, done)
-    store.write_json(jobs.record_path(job.job_id), done)
+    store.write_json(storage.record_path(job.job_id), done)
     return done
 
 
@@ -215,7 +216,7 @@ def reuse_result(job: Job, record: dict[str, Any], flow_run_id: str | None) -> d
     store = get_storage()
     reused = {**record, "reused": True, "reused_by": flow_run_id, "output": job.output}
     if job.output:
-        write_output(store, job.output, store.read_bytes(jobs.result_path(job.job_id)), reused)
+        write_output(store, job.output, store.read_bytes(storage.result_path(job.job_id)), reused)
     return reused
 
 
@@ -251,7 +252,7 @@ def record_run_end(flow: Any, flow_run: Any, state: Any) -> None:
     status = jobs.CANCELLED if (state.is_cancelled() or state.is_cancelling()) else jobs.FAILED
     try:
         store = get_storage(get_settings())
-        link = store.read_json(jobs.run_link_path(str(flow_run.id)))
+        link = store.read_json(storage.run_link_path(str(flow_run.id)))
         if not link or not link.get("record"):
             return  # refused before it became a job, or never started
         record = store.read_json(link["record"])

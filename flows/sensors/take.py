@@ -1,6 +1,8 @@
-"""The sensor's bookkeeping for one taken file, kept as ``<name>.run.json`` beside the file in
-processing/ (and moved with it to archive/ or failed/), so that a restarted sensor knows what
-it submitted and a person can see which flow run handled which file.
+"""One take of a dropped file: the sensor's bookkeeping for it, kept as ``<name>.run.json``
+beside the file in processing/ (and moved with it to archive/ or failed/), so that a restarted
+sensor knows what it submitted and a person can see which flow run handled which file.
+
+(The job record, ``_jobs/<job_id>/record.json``, is the flow's: flows/jobs.py.)
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-RECORD_SUFFIX = ".run.json"
+BOOKKEEPING_SUFFIX = ".run.json"
 
 
 def now_iso() -> str:
@@ -19,7 +21,7 @@ def now_iso() -> str:
 
 
 @dataclass
-class JobRecord:
+class Take:
     inbox_rel: str  # where the file was dropped, relative to inbox/
     rel: str  # its name under processing/ (inbox_rel unless that name was busy)
     take_id: str  # random per take: tells this take's flow runs from an earlier drop's
@@ -39,8 +41,8 @@ class JobRecord:
     destination: str | None = None  # its name under archive/ or failed/
 
     @property
-    def record_rel(self) -> str:
-        return self.rel + RECORD_SUFFIX
+    def bookkeeping_rel(self) -> str:
+        return self.rel + BOOKKEEPING_SUFFIX
 
     def idempotency_key(self) -> str:
         return f"{self.key}:g{self.generation}:a{self.attempts}"
@@ -53,7 +55,7 @@ class JobRecord:
         return json.dumps(dataclasses.asdict(self), indent=2, default=str).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> JobRecord:
+    def from_json(cls, data: bytes) -> Take:
         obj = json.loads(data)
         known = {f.name for f in dataclasses.fields(cls)}
         # Tolerate fields written by a newer sensor rather than refusing to recover.
