@@ -60,9 +60,9 @@ def _status(run_id: str, was_final: bool) -> None:
         f"**State:** {views.state_label(run, progress)}  \n**Duration:** "
         f"{views.format_duration(run.duration_s) or 'not started'}"
     )
-    if pct is None:
+    if pct is None and not run.is_final:
         st.progress(0.0, text="Not started: waiting for a GPU")
-    else:
+    elif pct is not None:
         st.progress(pct / 100, text=f"{pct:.0f}%")
 
     failure = views.failure_message(run)
@@ -103,7 +103,8 @@ def _photo(run: Run, job: JobFolder | None) -> None:
     if data:
         st.image(data, caption=f"Photo: {name}", width="stretch")
     else:
-        st.caption(f"Photo: {name} (shown once the run has started)")
+        later = "the run ended before it made one" if run.is_final else "once the run has started"
+        st.caption(f"Photo: {name} (shown {later})")
 
 
 def _styles(run: Run) -> None:
@@ -183,7 +184,8 @@ def _job_details(job: JobFolder, result: bytes | None) -> None:
             "backbone": job.backbone or "not known yet",
             "device": job.record.get("device") or "not known yet",
             "steps": f"{job.record.get('steps') or 0} / {job.record.get('total_steps') or '?'}",
-            "steps/s": job.record.get("steps_per_second"),
+            # Text, like the other values: a table column of one type.
+            "steps/s": f"{job.record.get('steps_per_second') or 0:.2f}",
         }
         st.table(facts)
         st.json(job.record, expanded=False)

@@ -53,11 +53,13 @@ def guarded(fn: Callable[[], T], what: str) -> T | None:
 
 @st.cache_data(ttl=30, show_spinner=False)
 def _latest_backbone(storage_root: str) -> str | None:
+    """The backbone of the newest job that has run far enough to name one (a job that is
+    still starting has none yet, and must not hide the banner)."""
     try:
-        jobs = DashboardStore(settings=settings()).jobs(limit=1)
+        jobs = DashboardStore(settings=settings()).jobs(limit=5)
     except StorageError:
         return None  # the pages report storage trouble themselves; the banner is a hint
-    return jobs[0].backbone if jobs else None
+    return next((job.backbone for job in jobs if job.backbone), None)
 
 
 def backbone_banner() -> None:

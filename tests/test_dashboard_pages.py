@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,7 +57,9 @@ def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
-def write_job(storage: Path, job_id: str, status: str, backbone: str = "random(seed=0)") -> None:
+def write_job(
+    storage: Path, job_id: str, status: str, backbone: str | None = "random(seed=0)"
+) -> None:
     folder = storage / "_jobs" / job_id
     folder.mkdir(parents=True, exist_ok=True)
     if status == "completed":
@@ -189,3 +193,22 @@ def test_banner_follows_the_setting_and_the_latest_record(dash_env, monkeypatch)
     warning = texts(app().run().warning)
     assert "Random backbone" in warning
     assert "vgg19-dcbb9e9d.pth" in warning and "STYLEDROP_WEIGHTS" in warning
+
+    # A newer job that is still starting names no backbone yet: the banner stays.
+    write_job(dash_env, "d" * 16, "running", backbone=None)
+    later = time.time() + 5
+    os.utime(dash_env / "_jobs" / ("d" * 16) / "record.json", (later, later))
+    st.cache_data.clear()
+    assert "Random backbone" in texts(app().run().warning)
+
+
+def test_results_caption_names_the_default_size(dash_env):
+    write_job(dash_env, "e" * 16, "completed")
+    path = dash_env / "_jobs" / ("e" * 16) / "record.json"
+    record = json.loads(path.read_text())
+    record["params"]["size"] = None  # the engine's default for the device
+    path.write_text(json.dumps(record))
+    at = app().run()
+    at.switch_page("screens/results.py").run()
+    captions = texts(at.caption)
+    assert "mosaic · default size ·" in captions and "None" not in captions

@@ -40,7 +40,8 @@ def caption(job: JobFolder) -> str:
     params = job.record.get("params") or {}
     when = (job.record.get("timings") or {}).get("finished_at") or ""
     names = views.style_names({"styles": styles, "options": params})
-    return f"{names} · {params.get('size', '?')}px · {when.replace('T', ' ')[:16]}"
+    size = f"{params['size']}px" if params.get("size") else "default size"
+    return f"{names} · {size} · {when.replace('T', ' ')[:16]}"
 
 
 def result_card(store: DashboardStore, job: JobFolder) -> None:
