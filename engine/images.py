@@ -142,12 +142,23 @@ def load_image(source: bytes | str | Path | BinaryIO, *, max_pixels: int) -> Ima
         raise ImageError(f"{name}: refused as a possible decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(
-            f"{name}: not an image (or a format Pillow cannot read); first bytes {data[:16]!r}"
+            f"{name}: not an image that can be read (it starts with "
+            f"{_start(data)})"
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Truncated or corrupt data: Pillow says "image file is truncated", "broken PNG".
         raise ImageError(f"{name}: damaged or truncated image ({exc})") from exc
     return rgb.copy() if rgb is image else rgb
+
+
+def _start(data: bytes) -> str:
+    """The first bytes as a person reads them: text for a text file (an HTML page saved as
+    .jpg), hex otherwise."""
+    head = data[:16]
+    text = head.decode("ascii", "replace")
+    if all(c.isprintable() or c in "\n\r\t" for c in text):
+        return repr(text.strip() + ("..." if len(data) > 16 else ""))
+    return head.hex(" ") + (" ..." if len(data) > 16 else "")
 
 
 # --- writing ----------------------------------------------------------------------------------

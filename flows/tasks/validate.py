@@ -107,7 +107,7 @@ def open_image(data: bytes, name: str, settings: Settings) -> Any:
         why = str(exc).removeprefix("image data: ")
         raise JobRejected(
             f"{name} cannot be used: {why}",
-            "Use a complete PNG, JPEG or WebP image (or another format Pillow reads)",
+            "Use a complete PNG, JPEG or WebP image",
         ) from exc
 
 
