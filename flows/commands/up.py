@@ -217,13 +217,14 @@ def describe_backbone(settings: Settings) -> str:
         )
     if fallback:
         return (
-            f"WARNING: no VGG19 weights at {weights}. Each job tries to download them and, "
+            f"WARNING: no VGG19 weights at {weights}. The worker tries to download them once and, "
             f"without network, uses the trained offline fallback {HED_LABEL}, {FALLBACK_MEANS}. "
             f"For ImageNet VGG19, {get_vgg19}."
         )
     return (
-        f"WARNING: no VGG19 weights at {weights}. Each job tries to download them and, without "
-        f"network, falls back to a RANDOM backbone, {RANDOM_MEANS}. To avoid that, {get_vgg19}, "
+        f"WARNING: no VGG19 weights at {weights}. The worker tries to download them once and, "
+        f"without network, falls back to a RANDOM backbone, {RANDOM_MEANS}. To avoid that, "
+        f"{get_vgg19}, "
         "or install the trained fallback (./install.sh), or set STYLEDROP_BACKBONE=random."
     )
 
