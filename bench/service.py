@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
 
+from engine.params import BACKBONES  # noqa: E402
 from flows.deployment import DEPLOYMENT  # noqa: E402 - after the path set-up above
 
 
@@ -204,7 +205,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=None, help="default: the engine's")
-    parser.add_argument("--backbone", default="random", choices=["auto", "vgg19", "random"])
+    parser.add_argument("--backbone", default="random", choices=BACKBONES)
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--baseline-jobs", type=int, default=None,

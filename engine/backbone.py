@@ -22,6 +22,7 @@ from torch import nn
 
 from engine.advice import FALLBACK_MEANS, HED_LABEL, RANDOM_MEANS, WEIGHTS_FILENAME
 from engine.device import uses_channels_last
+from engine.params import BACKBONES, BackboneMode
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,6 @@ HED_ACTIVATION_SCALE = 1.0 / (255.0 * 0.225)
 # lost; content weight 0 looks the same): 16x keeps the subject (bench/RESULTS.md).
 HED_CONTENT_GAIN = 16.0
 
-BackboneMode = Literal["auto", "vgg19", "vgg16-hed", "random"]
 Pooling = Literal["max", "avg"]
 
 
@@ -396,7 +396,7 @@ def load_backbone(
     `weights` path that cannot be used is an error in both: it is a typo to fix, not a reason
     to spend a job on random features.
     """
-    if mode not in ("auto", "vgg19", "vgg16-hed", "random"):
+    if mode not in BACKBONES:
         raise BackboneError(f"backbone must be auto, vgg19, vgg16-hed or random, got {mode!r}")
     if pooling not in ("max", "avg"):
         raise BackboneError(f"pooling must be max or avg, got {pooling!r}")

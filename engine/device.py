@@ -5,13 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from engine.params import ParamError
-
-DeviceChoice = Literal["auto", "cuda", "mps", "cpu"]
 
 
 def pick_device(choice: str = "auto") -> torch.device:

