@@ -150,11 +150,19 @@ def public_url(rel: str, settings: Settings | None = None) -> str:
 
 
 def is_infrastructure_fault(exc: BaseException) -> bool:
-    """True for errors that retrying may cure (storage or network unreachable, timeouts);
-    False for a missing file or a refused permission, which no retry will fix."""
+    """True for errors that retrying may cure (storage, network or the Prefect API unreachable
+    or overloaded, timeouts); False for a missing file or a refused permission, which no retry
+    will fix."""
+    import httpx
+
     permanent = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
     if isinstance(exc, permanent):
         return False
+    if isinstance(exc, httpx.HTTPStatusError):
+        # The Prefect API's 503 "database is locked" under a burst, a server restarting.
+        return exc.response.status_code >= 500
+    if isinstance(exc, httpx.TransportError):
+        return True
     transient: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
     try:  # botocore's connection/timeout errors do not derive from OSError
         from botocore.exceptions import ConnectionError as BotoConnectionError

@@ -54,7 +54,7 @@ def test_two_hundred_files_dropped_into_the_s3_inbox(watch, s3: S3, tmp_path: Pa
 
     def done() -> bool:
         if listing("failed"):
-            raise AssertionError(f"failed: {listing('failed')}")
+            pytest.fail(f"moved to failed/: {listing('failed')}")  # not retried by wait_until
         archived = [f for f in listing("archive") if f.endswith(".png")]
         return len(archived) >= N and not listing("processing")
 

@@ -92,6 +92,22 @@ def test_infrastructure_faults_are_retried_but_missing_files_are_not() -> None:
     assert not storage.is_infrastructure_fault(ValueError("bad image"))
 
 
+def test_an_overloaded_or_unreachable_prefect_api_is_retried_but_a_client_error_is_not() -> None:
+    import httpx
+
+    request = httpx.Request("POST", "http://127.0.0.1:4200/api/v2/concurrency_limits/increment")
+
+    def status(code: int) -> httpx.HTTPStatusError:
+        response = httpx.Response(code, request=request)
+        return httpx.HTTPStatusError(str(code), request=request, response=response)
+
+    # SQLite's "database is locked" under a burst reaches the client as a 503.
+    assert storage.is_infrastructure_fault(status(503))
+    assert storage.is_infrastructure_fault(httpx.ConnectError("refused", request=request))
+    assert not storage.is_infrastructure_fault(status(404))
+    assert not storage.is_infrastructure_fault(status(422))
+
+
 # --- S3 ------------------------------------------------------------------------------------
 
 
