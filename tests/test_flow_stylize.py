@@ -310,6 +310,31 @@ def test_the_same_job_twice_at_the_same_moment_is_computed_once(
     assert Storage(settings.storage_root, settings).exists(storage.result_path(computed["job_id"]))
 
 
+def test_a_claim_after_the_owner_finished_waits_for_its_result_instead_of_computing(
+    prefect_api, client, tmp_path, monkeypatch
+) -> None:
+    """The race of two runs at once that CI met: the second looked for a finished job just
+    before the first wrote its result, then asked for the claim after it. The claim must see
+    the finished job, not write a new "running" record over it and compute it again."""
+    from uuid import uuid4
+
+    from flows.tasks.records import claim_job
+    from flows.tasks.validate import validate_job
+
+    settings = configure(monkeypatch, tmp_path)
+    content = make_image(tmp_path / "photo.png", (48, 40), seed=31)
+    style = make_image(tmp_path / "style.png", (48, 48), seed=32)
+    state = stylize(str(content), [str(style)], FAST, return_state=True)
+    finished = state.result()
+    job = validate_job.fn(str(content), [str(style)], FAST, None)
+
+    claim = claim_job.fn(job, str(uuid4()), False)
+
+    assert claim == finished["flow_run_id"]  # the run to take the result from
+    record = Storage(settings.storage_root, settings).read_json(storage.record_path(job.job_id))
+    assert record == finished  # left as the owner wrote it
+
+
 def test_the_claim_lock_lets_one_holder_in_at_a_time(prefect_api, client) -> None:
     from flows.tasks.records import CLAIM_LIMIT, claim_lock
 

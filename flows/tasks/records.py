@@ -72,7 +72,8 @@ def find_completed_job(job_id: str) -> dict[str, Any] | None:
 @task(name="claim job", **io_task_options())
 def claim_job(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any] | str:
     """This run's new "running" record, written unless the record names another run that is
-    still alive (it computes this job now): then that run's id, to wait for.
+    still alive (it computes this job now) or that has finished it since this run last looked:
+    then that run's id, to wait for (a finished one's result is found at once).
 
     Held under one short global lock, so two runs starting the same job at the same moment
     cannot both find no owner and both compute it."""
@@ -80,6 +81,8 @@ def claim_job(job: Job, flow_run_id: str | None, force: bool) -> dict[str, Any] 
     with claim_lock(flow_run_id):
         record = store.read_json(storage.record_path(job.job_id))
         owner = (record or {}).get("flow_run_id") or ""
+        if not force and find_completed_job.fn(job.job_id):
+            return owner
         if (record or {}).get("status") == jobs.RUNNING and owner != (flow_run_id or ""):
             if run_is_alive(owner, get_settings().lost_run_after_s):
                 return owner
