@@ -52,6 +52,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def unserved_deployment(name: str) -> str:
+    """Register the deployment ``flow/deployment`` that no worker serves: its runs stay queued,
+    for tests of what submits them."""
+    from prefect import get_client
+
+    flow_name, deployment_name = name.split("/")
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name(flow_name)
+        client.create_deployment(flow_id=flow_id, name=deployment_name)
+    return name
+
+
 def make_image(
     path: Path, size: tuple[int, int] = (48, 40), seed: int = 0, mode: str = "RGB"
 ) -> Path:

@@ -19,7 +19,7 @@ from uuid import UUID
 
 import httpx
 import pytest
-from conftest import free_port, make_image, wait_until
+from conftest import free_port, make_image, unserved_deployment, wait_until
 
 from flows.sensors.service import RunningSensor, start_folder_sensor
 from flows.sensors.submit import PrefectGateway
@@ -31,12 +31,7 @@ DEPLOYMENT = "sensor-lifecycle/inbox"
 
 @pytest.fixture(scope="module")
 def deployment(prefect_api) -> str:
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        flow_id = client.create_flow_from_name(DEPLOYMENT.split("/")[0])
-        client.create_deployment(flow_id=flow_id, name=DEPLOYMENT.split("/")[1])
-    return DEPLOYMENT
+    return unserved_deployment(DEPLOYMENT)
 
 
 def settings_for(data_dir: Path, **over) -> Settings:

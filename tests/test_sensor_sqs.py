@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import unserved_deployment, wait_until
 
 from flows import storage
 from flows.sensors.service import RunningSensor, start_s3_sensor
@@ -55,12 +55,7 @@ def aws(s3_endpoint: str) -> Aws:
 
 @pytest.fixture(scope="module")
 def deployment(prefect_api) -> str:
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        flow_id = client.create_flow_from_name(DEPLOYMENT.split("/")[0])
-        client.create_deployment(flow_id=flow_id, name=DEPLOYMENT.split("/")[1])
-    return DEPLOYMENT
+    return unserved_deployment(DEPLOYMENT)
 
 
 def make_queue(aws: Aws, name: str, visibility_s: int = 30, dlq: bool = False) -> tuple[str, str]:
