@@ -70,19 +70,19 @@ def take_in(area: Path, rel: str) -> Take:
 
 def submitted(area: Path, rel: str) -> Take | None:
     try:
-        rec = take_in(area, rel)
+        take = take_in(area, rel)
     except (FileNotFoundError, ValueError):
         return None
-    return rec if rec.flow_run_id else None
+    return take if take.flow_run_id else None
 
 
 def submitted_from(processing: Path, inbox_rel: str) -> Take | None:
     """The submitted job for a file dropped at `inbox_rel`, whatever its processing/ name."""
     for path in processing.rglob("*.run.json"):
         rel = path.relative_to(processing).as_posix().removesuffix(".run.json")
-        rec = submitted(processing, rel)
-        if rec and rec.inbox_rel == inbox_rel:
-            return rec
+        take = submitted(processing, rel)
+        if take and take.inbox_rel == inbox_rel:
+            return take
     return None
 
 
@@ -155,12 +155,12 @@ def test_drop_submit_fail_archive_with_contract_parameters(tmp_path: Path, senso
 def test_drop_is_announced_in_the_event_feed(tmp_path: Path, sensors, prefect_api) -> None:
     start(sensors, settings_for(tmp_path))
     make_image(tmp_path / "inbox" / "announce.png", seed=7)
-    rec = wait_until(
+    take = wait_until(
         lambda: submitted(tmp_path / "processing", "announce.png"), 20, "announce.png submitted"
     )
-    resource = f"styledrop.inbox.{rec.content_sha256[:16]}"
+    resource = f"styledrop.inbox.{take.content_sha256[:16]}"
 
-    run_resource = f"prefect.flow-run.{rec.flow_run_id}"
+    run_resource = f"prefect.flow-run.{take.flow_run_id}"
 
     def received() -> dict | None:
         # The session's server may hold earlier drops of the same bytes (same resource id) from
@@ -210,8 +210,8 @@ def test_crashed_runs_are_resubmitted_a_bounded_number_of_times(tmp_path: Path, 
     for attempt in range(3):  # the first run and 2 resubmissions
 
         def next_run() -> str | None:
-            rec = submitted(processing, "crashy.png")
-            return rec.flow_run_id if rec and rec.flow_run_id not in run_ids else None
+            take = submitted(processing, "crashy.png")
+            return take.flow_run_id if take and take.flow_run_id not in run_ids else None
 
         run_ids.append(wait_until(next_run, 20, f"run {attempt + 1}"))
         set_state(run_ids[-1], Crashed(message="worker lost: out of memory"))
@@ -367,11 +367,11 @@ def test_an_unreachable_server_delays_submission_without_losing_the_file(
             20,
             "three failed submission attempts",
         )
-        rec = take_in(processing, "patient.png")
-        assert rec.flow_run_id is None and (processing / "patient.png").exists()
+        take = take_in(processing, "patient.png")
+        assert take.flow_run_id is None and (processing / "patient.png").exists()
         gate.open()
-        rec = wait_until(lambda: submitted(processing, "patient.png"), 20, "submitted once back")
-        assert read_run(rec.flow_run_id).parameters["content"] == str(processing / "patient.png")
+        take = wait_until(lambda: submitted(processing, "patient.png"), 20, "submitted once back")
+        assert read_run(take.flow_run_id).parameters["content"] == str(processing / "patient.png")
     finally:
         gate.shut()
 
@@ -393,8 +393,8 @@ def test_names_are_never_overwritten(tmp_path: Path, sensors) -> None:
         str(tmp_path / "outputs/ink/photo.png"),
         str(tmp_path / "outputs/ink/photo-1.png"),
     }
-    for rec in (png, jpg):  # each job kept the shared sidecar's settings
-        assert read_run(rec.flow_run_id).parameters["options"] == {"size": 40}
+    for take in (png, jpg):  # each job kept the shared sidecar's settings
+        assert read_run(take.flow_run_id).parameters["options"] == {"size": 40}
     assert not (inbox / "photo.json").exists()
 
     complete(png.flow_run_id)

@@ -164,10 +164,10 @@ def test_s3_life_cycle_one_run_for_a_notified_and_listed_object(
 
         def submitted(rel: str) -> Take | None:
             try:
-                rec = Take.from_json(fs.cat_file(f"{root}/processing/{rel}.run.json"))
+                take = Take.from_json(fs.cat_file(f"{root}/processing/{rel}.run.json"))
             except FileNotFoundError:
                 return None
-            return rec if rec.flow_run_id else None
+            return take if take.flow_run_id else None
 
         good = wait_until(lambda: submitted("waves/good.png"), 30, "good.png submitted")
         bad = wait_until(lambda: submitted("bad.png"), 30, "bad.png submitted")

@@ -140,10 +140,10 @@ def sensor(deployment: str) -> Iterator[Callable[[Settings], RunningSensor]]:
 def submitted(settings: Settings, rel: str) -> Take | None:
     fs, _ = storage.filesystem(f"s3://{settings.s3_bucket}", settings)
     try:
-        rec = Take.from_json(fs.cat_file(f"{settings.s3_bucket}/processing/{rel}.run.json"))
+        take = Take.from_json(fs.cat_file(f"{settings.s3_bucket}/processing/{rel}.run.json"))
     except FileNotFoundError:
         return None
-    return rec if rec.flow_run_id else None
+    return take if take.flow_run_id else None
 
 
 def runs_of(bucket: str) -> list[str]:

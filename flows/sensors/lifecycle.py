@@ -59,11 +59,11 @@ class Lifecycle:
         self.store = store
         self.gateway = gateway
         self.config = config
-        self._jobs: dict[str, Take] = {}  # in flight, by name under processing/
+        self._takes: dict[str, Take] = {}  # in flight, by name under processing/
 
     @property
     def in_flight(self) -> list[Take]:
-        return list(self._jobs.values())
+        return list(self._takes.values())
 
     # --- taking ---------------------------------------------------------------------------
     def take(self, inbox_rel: str) -> Take | None:
@@ -80,20 +80,20 @@ class Lifecycle:
                 r + BOOKKEEPING_SUFFIX,
                 *((sidecar_of(r),) if has_sidecar else ()),
             ),
-            reserved=set(self._jobs),
+            reserved=set(self._takes),
         )
         try:
             self.store.move(INBOX, inbox_rel, PROCESSING, rel)
         except FileNotFoundError:
             return None
-        record = Take(inbox_rel=inbox_rel, rel=rel, take_id=uuid.uuid4().hex)
+        take = Take(inbox_rel=inbox_rel, rel=rel, take_id=uuid.uuid4().hex)
         if has_sidecar:
-            record.sidecar = self._take_sidecar(inbox_rel, src_sidecar, sidecar_of(rel))
-        record.note("taken", inbox=inbox_rel, sidecar=record.sidecar)
-        self._save(record)
+            take.sidecar = self._take_sidecar(inbox_rel, src_sidecar, sidecar_of(rel))
+        take.note("taken", inbox=inbox_rel, sidecar=take.sidecar)
+        self._save(take)
         log.info("took %s%s", inbox_rel, f" (as {rel})" if rel != inbox_rel else "")
-        self.prepare(record)
-        return record
+        self.prepare(take)
+        return take
 
     def _take_sidecar(self, inbox_rel: str, src: str, dst: str) -> str | None:
         # Two images with one stem (photo.jpg, photo.png) share photo.json: copy it for all
@@ -116,91 +116,91 @@ class Lifecycle:
         prefix = f"{folder}/" if folder else ""
         return [prefix + name for name in self.store.names(INBOX, folder)]
 
-    def prepare(self, record: Take) -> None:
+    def prepare(self, take: Take) -> None:
         """Hash the file, read the sidecar and decide the flow's parameters; a bad sidecar
         fails the file at once, with the reason, without a run."""
-        self._jobs[record.rel] = record  # from here on a failed step is retried, not forgotten
+        self._takes[take.rel] = take  # from here on a failed step is retried, not forgotten
         try:
-            record.content_sha256 = self.store.sha256(PROCESSING, record.rel)
-            side = self.store.read_bytes(PROCESSING, record.sidecar) if record.sidecar else None
+            take.content_sha256 = self.store.sha256(PROCESSING, take.rel)
+            side = self.store.read_bytes(PROCESSING, take.sidecar) if take.sidecar else None
         except FileNotFoundError:
-            self.finish(record, "failed", "the file disappeared from processing/ before it ran")
+            self.finish(take, "failed", "the file disappeared from processing/ before it ran")
             return
         side_sha = hashlib.sha256(side or b"").hexdigest()
         # Same photo + same place + same sidecar = the same job; the same photo under two
         # styles (two places) is two jobs. The root tells two inboxes apart.
-        ident = f"{self.store.root}|{record.inbox_rel}|{record.content_sha256}|{side_sha}"
-        record.key = "styledrop-inbox:" + hashlib.sha256(ident.encode()).hexdigest()[:32]
+        ident = f"{self.store.root}|{take.inbox_rel}|{take.content_sha256}|{side_sha}"
+        take.key = "styledrop-inbox:" + hashlib.sha256(ident.encode()).hexdigest()[:32]
         try:
             spec = job_spec(
-                record.inbox_rel,
+                take.inbox_rel,
                 side,
                 default_style=self.config.default_style,
                 defaults=self.config.options,
             )
         except SidecarError as exc:
-            name = posixpath.basename(sidecar_of(record.inbox_rel))
-            record.error = f"the sidecar {name} cannot be used: {exc}"
-            self.finish(record, "failed", record.error)
+            name = posixpath.basename(sidecar_of(take.inbox_rel))
+            take.error = f"the sidecar {name} cannot be used: {exc}"
+            self.finish(take, "failed", take.error)
             return
         # Results of jobs in flight are not written yet: their names are taken all the same.
         out_root = self.store.url(OUTPUTS) + "/"
         busy = {
-            str(r.parameters["output"]).removeprefix(out_root)
-            for r in self._jobs.values()
-            if r.parameters
+            str(t.parameters["output"]).removeprefix(out_root)
+            for t in self._takes.values()
+            if t.parameters
         }
         out_rel = self.store.free_name(
-            OUTPUTS, output_of(record.inbox_rel), lambda r: (r + ".json",), reserved=busy
+            OUTPUTS, output_of(take.inbox_rel), lambda r: (r + ".json",), reserved=busy
         )
-        record.parameters = {
-            "content": self.store.url(PROCESSING, record.rel),
+        take.parameters = {
+            "content": self.store.url(PROCESSING, take.rel),
             "styles": spec.styles,
             "options": spec.options,
             "output": self.store.url(OUTPUTS, out_rel),
             "force": spec.force,
-            "content_name": self.store.url(INBOX, record.inbox_rel),
+            "content_name": self.store.url(INBOX, take.inbox_rel),
         }
-        self._save(record)
+        self._save(take)
 
     # --- submitting -----------------------------------------------------------------------
-    def submit(self, rec: Take) -> bool:
+    def submit(self, take: Take) -> bool:
         """Create (or find) the file's flow run: True once it has one, False when Prefect
         refused it (the file is failed). Raises a retryable ``SubmitError`` while Prefect is
         unreachable: the caller backs off and submits again."""
-        assert rec.parameters is not None
+        assert take.parameters is not None
         try:
             while True:
                 run = self.gateway.submit(
-                    rec.parameters,
-                    key=rec.idempotency_key(),
+                    take.parameters,
+                    key=take.idempotency_key(),
                     # One tag per source, never one per file.
                     tags=["s3" if self.store.is_s3 else "inbox"],
-                    name=run_name(rec.parameters),
-                    take=rec.take_id,
+                    name=run_name(take.parameters),
+                    take=take.take_id,
                 )
-                if run.take == rec.take_id or self._reusable(run):
+                if run.take == take.take_id or self._reusable(run):
                     break
                 # The key found a finished run of an earlier drop of this very file (same
                 # place, same sidecar) whose result is not there to reuse: the user dropped
                 # it again to have it done again, so make a new key.
-                rec.note("earlier drop's run found, not reusable", flow_run_id=run.id)
-                rec.generation += 1
-                self._save(rec)
+                take.note("earlier drop's run found, not reusable", flow_run_id=run.id)
+                take.generation += 1
+                self._save(take)
         except SubmitError as exc:
             if not exc.retryable:
-                self.finish(rec, "failed", f"the flow run could not be created: {exc}")
+                self.finish(take, "failed", f"the flow run could not be created: {exc}")
                 return False
             raise
-        rec.flow_run_id, rec.flow_run_name = run.id, run.name
-        if run.take != rec.take_id:
+        take.flow_run_id, take.flow_run_name = run.id, run.name
+        if run.take != take.take_id:
             # Adopted an earlier drop's run: its result is where that run writes it.
-            rec.parameters["output"] = run.parameters.get("output", rec.parameters["output"])
-        rec.note("submitted", flow_run_id=run.id, key=rec.idempotency_key())
-        self._save(rec)
-        log.info("submitted %s as flow run %s (%s)", rec.inbox_rel, run.name, run.id)
-        event = "styledrop.inbox.resubmitted" if rec.attempts else "styledrop.inbox.received"
-        self._emit(event, rec, run)
+            take.parameters["output"] = run.parameters.get("output", take.parameters["output"])
+        take.note("submitted", flow_run_id=run.id, key=take.idempotency_key())
+        self._save(take)
+        log.info("submitted %s as flow run %s (%s)", take.inbox_rel, run.name, run.id)
+        event = "styledrop.inbox.resubmitted" if take.attempts else "styledrop.inbox.received"
+        self._emit(event, take, run)
         return True
 
     def _reusable(self, run: RunInfo) -> bool:
@@ -217,100 +217,100 @@ class Lifecycle:
     # --- tracking -------------------------------------------------------------------------
     def poll(self) -> None:
         """Read the states of all submitted runs (one request per 200) and act on final ones."""
-        tracked = [r for r in self._jobs.values() if r.flow_run_id]
+        tracked = [t for t in self._takes.values() if t.flow_run_id]
         if not tracked:
             return
         try:
-            runs = self.gateway.read_runs([r.flow_run_id for r in tracked])  # type: ignore[misc]
+            runs = self.gateway.read_runs([t.flow_run_id for t in tracked])  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - unreachable: ask again next poll
             log.warning("reading flow run states failed (%r); will ask again", exc)
             return
-        for rec in tracked:
-            run = runs.get(rec.flow_run_id or "")
-            guard(rec.inbox_rel, lambda rec=rec, run=run: self._judge(rec, run))
+        for take in tracked:
+            run = runs.get(take.flow_run_id or "")
+            guard(take.inbox_rel, lambda take=take, run=run: self._judge(take, run))
 
-    def _judge(self, rec: Take, run: RunInfo | None) -> None:
+    def _judge(self, take: Take, run: RunInfo | None) -> None:
         if run is None:
-            self._died(rec, None, f"flow run {rec.flow_run_id} no longer exists on the server")
+            self._died(take, None, f"flow run {take.flow_run_id} no longer exists on the server")
         elif run.state_type == "COMPLETED":
-            output = rec.parameters["output"] if rec.parameters else ""
+            output = take.parameters["output"] if take.parameters else ""
             if output and self._exists(output):
-                self.finish(rec, "archived", None, run)
+                self.finish(take, "archived", None, run)
             else:
                 reason = f"the run completed but wrote no result at {output}"
-                self.finish(rec, "failed", reason, run)
+                self.finish(take, "failed", reason, run)
         elif run.state_type == "FAILED":
-            self.finish(rec, "failed", self._plain(rec, run.message), run)
+            self.finish(take, "failed", self._plain(take, run.message), run)
         elif run.state_type == "CANCELLED":
-            self.finish(rec, "failed", f"the run was cancelled. {run.message}".strip(), run)
+            self.finish(take, "failed", f"the run was cancelled. {run.message}".strip(), run)
         elif run.state_type == "CRASHED":
-            self._died(rec, run, f"the run crashed: {run.message or 'no message'}")
+            self._died(take, run, f"the run crashed: {run.message or 'no message'}")
 
-    def _plain(self, rec: Take, message: str | None) -> str:
+    def _plain(self, take: Take, message: str | None) -> str:
         return failure_reason(
-            message, self.store.url(PROCESSING, rec.rel), self.store.url(INBOX, rec.inbox_rel)
+            message, self.store.url(PROCESSING, take.rel), self.store.url(INBOX, take.inbox_rel)
         )
 
-    def _died(self, rec: Take, run: RunInfo | None, why: str) -> None:
-        if rec.attempts >= self.config.crash_retries:
-            reason = f"{why} (gave up after {rec.attempts} resubmission(s))"
-            self.finish(rec, "failed", reason, run)
+    def _died(self, take: Take, run: RunInfo | None, why: str) -> None:
+        if take.attempts >= self.config.crash_retries:
+            reason = f"{why} (gave up after {take.attempts} resubmission(s))"
+            self.finish(take, "failed", reason, run)
             return
-        rec.attempts += 1
-        rec.note("resubmitting", why=why, flow_run_id=rec.flow_run_id)
+        take.attempts += 1
+        take.note("resubmitting", why=why, flow_run_id=take.flow_run_id)
         log.warning(
             "%s: %s; resubmitting (%d/%d)",
-            rec.inbox_rel,
+            take.inbox_rel,
             why,
-            rec.attempts,
+            take.attempts,
             self.config.crash_retries,
         )
-        rec.flow_run_id = rec.flow_run_name = None
-        self._save(rec)
+        take.flow_run_id = take.flow_run_name = None
+        self._save(take)
 
     # --- finishing ------------------------------------------------------------------------
     def finish(
-        self, rec: Take, outcome: str, reason: str | None, run: RunInfo | None = None
+        self, take: Take, outcome: str, reason: str | None, run: RunInfo | None = None
     ) -> None:
         """Move the file, its sidecar and its bookkeeping to archive/ or failed/ (with the
         error note). Resumable: the decision is saved first, the bookkeeping moves last."""
         area = ARCHIVE if outcome == "archived" else FAILED
-        if rec.outcome is None or rec.destination is None:
+        if take.outcome is None or take.destination is None:
 
             def companions(r: str) -> tuple[str, ...]:
-                side = (sidecar_of(r),) if rec.sidecar else ()
+                side = (sidecar_of(r),) if take.sidecar else ()
                 return (r + BOOKKEEPING_SUFFIX, r + ERROR_SUFFIX, *side)
 
-            rec.outcome, rec.reason = outcome, reason
-            rec.destination = self.store.free_name(area, rec.inbox_rel, companions)
-            rec.note(
-                outcome, reason=reason, destination=rec.destination, flow_run_id=rec.flow_run_id
+            take.outcome, take.reason = outcome, reason
+            take.destination = self.store.free_name(area, take.inbox_rel, companions)
+            take.note(
+                outcome, reason=reason, destination=take.destination, flow_run_id=take.flow_run_id
             )
-            self._save(rec)
-        dest = rec.destination
-        if self.store.exists(PROCESSING, rec.rel):
-            self.store.move(PROCESSING, rec.rel, area, dest)
-        if rec.sidecar and self.store.exists(PROCESSING, rec.sidecar):
-            self.store.move(PROCESSING, rec.sidecar, area, sidecar_of(dest))
+            self._save(take)
+        dest = take.destination
+        if self.store.exists(PROCESSING, take.rel):
+            self.store.move(PROCESSING, take.rel, area, dest)
+        if take.sidecar and self.store.exists(PROCESSING, take.sidecar):
+            self.store.move(PROCESSING, take.sidecar, area, sidecar_of(dest))
         if outcome == "failed":
-            self.store.write_bytes(area, dest + ERROR_SUFFIX, self._error_text(rec, run).encode())
-        if self.store.exists(PROCESSING, rec.bookkeeping_rel):
-            self.store.move(PROCESSING, rec.bookkeeping_rel, area, dest + BOOKKEEPING_SUFFIX)
-        self._jobs.pop(rec.rel, None)
+            self.store.write_bytes(area, dest + ERROR_SUFFIX, self._error_text(take, run).encode())
+        if self.store.exists(PROCESSING, take.bookkeeping_rel):
+            self.store.move(PROCESSING, take.bookkeeping_rel, area, dest + BOOKKEEPING_SUFFIX)
+        self._takes.pop(take.rel, None)
         if outcome == "archived":
             log.info(
                 "done %s -> archive/%s (result %s)",
-                rec.inbox_rel,
+                take.inbox_rel,
                 dest,
-                (rec.parameters or {}).get("output"),
+                (take.parameters or {}).get("output"),
             )
         else:
-            log.warning("failed %s -> failed/%s: %s", rec.inbox_rel, dest, reason)
-        self._emit(f"styledrop.inbox.{outcome}", rec, run, reason=reason)
+            log.warning("failed %s -> failed/%s: %s", take.inbox_rel, dest, reason)
+        self._emit(f"styledrop.inbox.{outcome}", take, run, reason=reason)
 
-    def _error_text(self, rec: Take, run: RunInfo | None) -> str:
-        url = self.gateway.run_url(rec.flow_run_id) if rec.flow_run_id else None
-        return error_note(rec, run, url)
+    def _error_text(self, take: Take, run: RunInfo | None) -> str:
+        url = self.gateway.run_url(take.flow_run_id) if take.flow_run_id else None
+        return error_note(take, run, url)
 
     # --- recovery -------------------------------------------------------------------------
     def recover(self) -> None:
@@ -323,58 +323,58 @@ class Lifecycle:
             if not name.endswith(BOOKKEEPING_SUFFIX):
                 continue
             try:
-                rec = Take.from_json(self.store.read_bytes(PROCESSING, name))
+                take = Take.from_json(self.store.read_bytes(PROCESSING, name))
             except (ValueError, TypeError) as exc:
                 log.error("unreadable bookkeeping processing/%s (%s); left alone", name, exc)
                 continue
-            rec.rel = name[: -len(BOOKKEEPING_SUFFIX)]
-            claimed.update({rec.rel, rec.sidecar or ""})
-            guard(rec.inbox_rel, lambda rec=rec: self._resume(rec))
+            take.rel = name[: -len(BOOKKEEPING_SUFFIX)]
+            claimed.update({take.rel, take.sidecar or ""})
+            guard(take.inbox_rel, lambda take=take: self._resume(take))
         for name in files:
             if name in claimed or not is_job(name):
                 continue
             # Moved here but the sensor stopped before writing the bookkeeping.
-            rec = Take(inbox_rel=name, rel=name, take_id=uuid.uuid4().hex)
+            take = Take(inbox_rel=name, rel=name, take_id=uuid.uuid4().hex)
             side = sidecar_of(name)
             if side in files and side not in claimed:
-                rec.sidecar = side
+                take.sidecar = side
                 claimed.add(side)
-            rec.note("found in processing/ without bookkeeping")
-            self._save(rec)
-            guard(name, lambda rec=rec: self.prepare(rec))
-        if self._jobs:
-            log.info("recovered %d file(s) from processing/", len(self._jobs))
+            take.note("found in processing/ without bookkeeping")
+            self._save(take)
+            guard(name, lambda take=take: self.prepare(take))
+        if self._takes:
+            log.info("recovered %d file(s) from processing/", len(self._takes))
 
-    def _resume(self, rec: Take) -> None:
-        if rec.outcome:
-            self.finish(rec, rec.outcome, rec.reason)
-        elif not self.store.exists(PROCESSING, rec.rel):
-            self.finish(rec, "failed", "the file disappeared from processing/ before it finished")
-        elif rec.parameters is None:
-            self.prepare(rec)
+    def _resume(self, take: Take) -> None:
+        if take.outcome:
+            self.finish(take, take.outcome, take.reason)
+        elif not self.store.exists(PROCESSING, take.rel):
+            self.finish(take, "failed", "the file disappeared from processing/ before it finished")
+        elif take.parameters is None:
+            self.prepare(take)
         else:
-            self._jobs[rec.rel] = rec
+            self._takes[take.rel] = take
 
     # --- helpers --------------------------------------------------------------------------
-    def _save(self, rec: Take) -> None:
-        self.store.write_bytes(PROCESSING, rec.bookkeeping_rel, rec.to_json())
+    def _save(self, take: Take) -> None:
+        self.store.write_bytes(PROCESSING, take.bookkeeping_rel, take.to_json())
 
-    def _emit(self, event: str, rec: Take, run: RunInfo | None, reason: str | None = None) -> None:
+    def _emit(self, event: str, take: Take, run: RunInfo | None, reason: str | None = None) -> None:
         payload: dict[str, Any] = {
-            "path": rec.inbox_rel,
-            "content_sha256": rec.content_sha256,
-            "styles": (rec.parameters or {}).get("styles"),
-            "output": (rec.parameters or {}).get("output"),
-            "attempts": rec.attempts,
+            "path": take.inbox_rel,
+            "content_sha256": take.content_sha256,
+            "styles": (take.parameters or {}).get("styles"),
+            "output": (take.parameters or {}).get("output"),
+            "attempts": take.attempts,
         }
         if reason:
             payload["reason"] = reason
         self.gateway.emit(
             event,
-            content_sha256=rec.content_sha256 or "0" * 16,
-            inbox_rel=rec.inbox_rel,
+            content_sha256=take.content_sha256 or "0" * 16,
+            inbox_rel=take.inbox_rel,
             root=self.store.root,
-            run=run or (_stub(rec) if rec.flow_run_id else None),
+            run=run or (_stub(take) if take.flow_run_id else None),
             payload=payload,
         )
 
@@ -387,11 +387,11 @@ def guard(what: str, action: Callable[[], None]) -> None:
         log.exception("handling %s failed; it stays where it is and is retried", what)
 
 
-def _stub(rec: Take) -> RunInfo:
+def _stub(take: Take) -> RunInfo:
     """Enough of a run to relate an event to it when its full state is not at hand."""
     return RunInfo(
-        id=rec.flow_run_id or "",
-        name=rec.flow_run_name or "",
+        id=take.flow_run_id or "",
+        name=take.flow_run_name or "",
         state_type="",
         state_name="",
         message="",

@@ -16,24 +16,24 @@ def failure_reason(message: str | None, processing_url: str, inbox_url: str) -> 
     return plain_reason(message).replace(processing_url, inbox_url)
 
 
-def error_note(rec: Take, run: RunInfo | None, run_url: str | None) -> str:
+def error_note(take: Take, run: RunInfo | None, run_url: str | None) -> str:
     """The note for failed/: why, which file, which run (with its UI link), and what to do."""
     lines = [
         "styledrop could not stylise this file.",
         "",
-        f"Reason:   {rec.reason}",
-        f"File:     {rec.inbox_rel} (as dropped into inbox/)",
+        f"Reason:   {take.reason}",
+        f"File:     {take.inbox_rel} (as dropped into inbox/)",
     ]
-    if rec.flow_run_id:
-        lines.append(f"Flow run: {rec.flow_run_name or '(unnamed)'} ({rec.flow_run_id})")
+    if take.flow_run_id:
+        lines.append(f"Flow run: {take.flow_run_name or '(unnamed)'} ({take.flow_run_id})")
         if run_url:
             lines.append(f"          {run_url}")
     else:
         lines.append("Flow run: none (refused before a run was started)")
     if run is not None:
         lines.append(f"State:    {run.state_name} at {run.state_time}")
-    if rec.attempts:
-        lines.append(f"Resubmitted {rec.attempts} time(s) after crashes.")
+    if take.attempts:
+        lines.append(f"Resubmitted {take.attempts} time(s) after crashes.")
     lines += [
         f"Time:     {now_iso()}",
         "",

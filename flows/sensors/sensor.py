@@ -107,24 +107,24 @@ class InboxSensor:
                 log.warning("finding new files failed; will look again", exc_info=True)
         for rel in dict.fromkeys(offered):  # one take per name per round
             guard(rel, lambda rel=rel: self.files.take(rel))
-        for rec in self.files.in_flight:
+        for take in self.files.in_flight:
             if self.clock() < self._submit_after:
                 break
-            if rec.flow_run_id is None and rec.parameters is not None:
-                guard(rec.inbox_rel, lambda rec=rec: self._submit(rec))
+            if take.flow_run_id is None and take.parameters is not None:
+                guard(take.inbox_rel, lambda take=take: self._submit(take))
         if self.files.in_flight and self.clock() >= self._next_poll:
             self._next_poll = self.clock() + self.config.poll_s
-            for rec in self.files.in_flight:
-                if rec.parameters is None:  # preparing it failed (storage hiccup): again
-                    guard(rec.inbox_rel, lambda rec=rec: self.files.prepare(rec))
+            for take in self.files.in_flight:
+                if take.parameters is None:  # preparing it failed (storage hiccup): again
+                    guard(take.inbox_rel, lambda take=take: self.files.prepare(take))
             self.files.poll()
 
-    def _submit(self, rec: Take) -> None:
+    def _submit(self, take: Take) -> None:
         try:
-            if self.files.submit(rec):
+            if self.files.submit(take):
                 self._submit_failures = 0
         except SubmitError as exc:  # Prefect unreachable or not ready: back off, keep the file
             self._submit_failures += 1
             delay = min(self.config.retry_max_s, 2.0 ** (self._submit_failures - 1))
             self._submit_after = self.clock() + delay
-            log.warning("submitting %s failed (%s); retry in %.0f s", rec.inbox_rel, exc, delay)
+            log.warning("submitting %s failed (%s); retry in %.0f s", take.inbox_rel, exc, delay)
