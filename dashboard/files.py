@@ -3,9 +3,11 @@ storage root so that preview URLs in Prefect artifacts (and pictures in the dash
 browser from the one URL people already have.
 
 A Starlette route that `dashboard/server.py` hands to `st.App(routes=...)`. Deliberately small
-and strict: GET/HEAD only, no directory listings, no dotfiles (atomic writes leave temporary
-dotfiles behind), nothing outside the root (`..`, absolute paths and symlinks that leave the
-root are refused). S3 storage needs none of this: its URLs are presigned.
+and strict: only links signed by styledrop and not yet expired (`flows.links`, as S3's presigned
+URLs), GET/HEAD only, no directory listings, no dotfiles (atomic writes leave temporary dotfiles
+behind), nothing outside the root (`..`, absolute paths and symlinks that leave the root are
+refused). Every refusal is the same 403, whether or not the file exists. S3 storage needs none
+of this: its URLs are presigned.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from engine.images import EXTENSIONS
+from flows import links
 
 # The URL prefix of the route; flows.settings builds the public URLs with the same one.
 PREFIX = "/files"
@@ -30,6 +33,11 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".md": "text/markdown; charset=utf-8",
 }
+
+
+def forbidden() -> Response:
+    """One answer for every refusal: nothing tells a missing file from a refused link."""
+    return PlainTextResponse("forbidden\n", status_code=403)
 
 
 def content_type(path: Path) -> str:
@@ -61,17 +69,21 @@ def resolve_request_path(root: Path, rel: str) -> Path | None:
     return candidate
 
 
-def files_route(root: str | Path) -> Route:
-    """The route serving `root` (a local folder) under PREFIX."""
+def files_route(root: str | Path, key: bytes) -> Route:
+    """The route serving `root` (a local folder) under PREFIX to links signed with `key`."""
     resolved = Path(root).resolve()
 
     async def serve(request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
             return Response(status_code=405, headers={"Allow": "GET, HEAD"})
         # Decoded, so %2e%2e and %2f are checked as the dots and slashes they are.
-        path = resolve_request_path(resolved, request.path_params["rel"])
+        rel = request.path_params["rel"]
+        query = request.query_params
+        if not links.valid(key, rel, query.get("exp"), query.get("sig")):
+            return forbidden()
+        path = resolve_request_path(resolved, rel)
         if path is None:
-            return PlainTextResponse("not found\n", status_code=404)
+            return forbidden()
         return FileResponse(
             path,
             media_type=content_type(path),

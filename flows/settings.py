@@ -93,8 +93,8 @@ class Settings(BaseSettings):
         7 * 24 * 3600,
         ge=1,
         le=7 * 24 * 3600,
-        description="Lifetime of presigned S3 URLs in artifacts and the dashboard "
-        "(S3 max: 7 days).",
+        description="Lifetime of the file links in artifacts, summaries and the dashboard: "
+        "signed links to the dashboard's /files/ route, presigned S3 URLs (S3 max: 7 days).",
     )
     max_pixels: int = Field(40_000_000, description="Refuse images with more pixels than this.")
     min_side: int = Field(32, description="Refuse content images whose short side is below this.")
@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8501, description="Port of the Streamlit dashboard.")
     dashboard_refresh_s: float = Field(
         3.0, gt=0, description="Seconds between the dashboard's automatic refreshes of runs."
+    )
+    link_secret: SecretStr | None = Field(
+        None,
+        description="Key of the signatures on /files/ links (HMAC-SHA256; never printed). Empty: "
+        "one made once in <data_dir>/.styledrop/link-secret. Set it alike for the workers and "
+        "the dashboard when they do not share a data folder.",
     )
     settle_s: float = Field(1.0, gt=0, description="Seconds a dropped file's size must hold still.")
     work_pool: str = Field("styledrop-gpu", description="Prefect work pool for `styledrop worker`.")
@@ -233,6 +239,11 @@ class Settings(BaseSettings):
     @property
     def storage_root(self) -> str:
         return self.storage or str((self.data_dir / "outputs").resolve())
+
+    @property
+    def stack_home(self) -> Path:
+        """Where the local stack keeps its state, logs and generated secrets."""
+        return self.data_dir.resolve() / ".styledrop"
 
     @property
     def files_url(self) -> str:

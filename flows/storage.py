@@ -19,6 +19,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from engine.images import write_atomic
+from flows import links
 from flows.settings import Settings, get_settings
 
 
@@ -129,13 +130,16 @@ class Storage:
             return None
 
     def public_url(self, rel: str) -> str:
-        """A URL a browser can open: the dashboard's read-only file route for local storage,
-        a presigned GET URL for S3 (valid for ``settings.presign_expiry_s``)."""
+        """A URL a browser can open, valid for ``settings.presign_expiry_s``: a signed link
+        to the dashboard's read-only file route for local storage (``flows.links``), a
+        presigned GET URL for S3."""
         rel = check_relative(rel)
+        lifetime = self.settings.presign_expiry_s
         if self.is_s3:
             fs, path = filesystem(self.url(rel), self.settings)
-            return fs.sign(path, expiration=self.settings.presign_expiry_s)
-        return f"{self.settings.files_url}/{quote(rel)}"
+            return fs.sign(path, expiration=lifetime)
+        query = links.signed_query(links.link_key(self.settings), rel, lifetime)
+        return f"{self.settings.files_url}/{quote(rel)}?{query}"
 
 
 def get_storage(settings: Settings | None = None) -> Storage:

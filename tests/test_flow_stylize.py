@@ -41,10 +41,25 @@ FAST = {"size": 48, "iterations": 8, "min_size": 48}  # one scale, 8 steps
 FILES_URL = "http://files.test:8599/files"
 
 
+def signed_link(url: str, settings: Settings) -> str:
+    """The storage path a /files/ link of FILES_URL opens, checked to be validly signed."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    from flows.links import link_key, valid
+
+    assert url.startswith(f"{FILES_URL}/"), url
+    parts = urlsplit(url)
+    rel = unquote(parts.path.removeprefix("/files/"))
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert valid(link_key(settings), rel, query.get("exp"), query.get("sig")), url
+    return rel
+
+
 def configure(mp: pytest.MonkeyPatch, root: Path, **extra: str) -> Settings:
     """Settings for one test's runs: its own storage, quick previews and progress."""
     env = {
         "STYLEDROP_STORAGE": str(root / "out"),
+        "STYLEDROP_DATA_DIR": str(root),  # its .styledrop/ holds the link secret
         "STYLEDROP_PREVIEW_EVERY": "3",
         "STYLEDROP_PROGRESS_INTERVAL_S": "0.3",
         "STYLEDROP_CANCEL_POLL_S": "0.5",
@@ -206,17 +221,18 @@ def test_a_run_publishes_progress_preview_and_summary(done, client) -> None:
     assert progress.data == 100 and progress.key == f"job-{record['job_id']}-progress"
     images = {a.key: a for a in arts["image"]}
     preview = images[f"job-{record['job_id']}-preview"]
-    assert preview.data == f"{FILES_URL}/_jobs/{record['job_id']}/preview.jpg"
+    assert signed_link(preview.data, done["settings"]) == f"_jobs/{record['job_id']}/preview.jpg"
     # The input photo beside it, as a browser-sized copy that outlives the original's move.
     photo = images[f"job-{record['job_id']}-input"]
-    assert photo.data == f"{FILES_URL}/_jobs/{record['job_id']}/input.jpg"
+    assert signed_link(photo.data, done["settings"]) == f"_jobs/{record['job_id']}/input.jpg"
     assert photo.description == Path(done["content"]).name
     assert len(images) == 2
     (summary,) = arts["markdown"]
     assert summary.key == f"job-{record['job_id']}-summary"
     assert record["job_id"] in summary.data
     assert "Warning: random backbone" in summary.data
-    assert f"({FILES_URL}/_jobs/{record['job_id']}/result.png)" in summary.data
+    result_link = summary.data.split("![result](", 1)[1].split(")", 1)[0]
+    assert signed_link(result_link, done["settings"]) == f"_jobs/{record['job_id']}/result.png"
     assert str(done["content"]) in summary.data
 
 

@@ -71,10 +71,10 @@ def test_json_round_trip_and_missing_is_none(tmp_path: Path) -> None:
 
 
 def test_local_public_url_points_at_the_file_route(tmp_path: Path) -> None:
-    settings = Settings(host="files.example", dashboard_port=8501)
+    settings = Settings(host="files.example", dashboard_port=8501, data_dir=tmp_path)
     store = Storage(str(tmp_path), settings)
     url = store.public_url("_jobs/a b/preview.jpg")
-    assert url == "http://files.example:8501/files/_jobs/a%20b/preview.jpg"
+    assert url.startswith("http://files.example:8501/files/_jobs/a%20b/preview.jpg?exp=")
     assert store.relative(str(tmp_path / "x/y.png")) == "x/y.png"
     assert store.relative("/elsewhere/y.png") is None
     with pytest.raises(ValueError):

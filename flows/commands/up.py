@@ -54,7 +54,7 @@ class Layout:
 
     def __init__(self, settings: Settings) -> None:
         self.data_dir = settings.data_dir.resolve()
-        self.state = self.data_dir / ".styledrop"
+        self.state = settings.stack_home
         self.logs = self.state / "logs"
         self.lock = self.state / "up.lock"
         self.status = self.state / "up.json"
