@@ -8,7 +8,6 @@ Results are plain dataclasses built from the JSON, so the pages never see raw re
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,7 +16,8 @@ import httpx
 
 from flows.deployment import DEPLOYMENT, DEPLOYMENT_NAME, FINAL_STATES, FLOW_NAME
 from flows.naming import run_name
-from flows.settings import Settings, get_settings
+from flows.prefect_api import api_url as default_api_url
+from flows.settings import get_settings
 
 # One tag per way in (the sensors tag theirs "inbox" and "s3"), never one per file.
 SOURCE_TAG = "dashboard"
@@ -85,24 +85,9 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def default_api_url(settings: Settings | None = None) -> str:
-    """PREFECT_API_URL when set (the environment, or the active Prefect profile), else the
-    server `styledrop up` starts at settings.host:prefect_port."""
-    url = os.environ.get("PREFECT_API_URL")
-    if not url:
-        try:
-            from prefect.settings import PREFECT_API_URL
-
-            url = PREFECT_API_URL.value()
-        except Exception:  # noqa: BLE001 - a broken profile must not stop the dashboard
-            url = None
-    settings = settings or get_settings()
-    return (url or f"{settings.prefect_ui_url}/api").rstrip("/")
-
-
 class PrefectAPI:
     def __init__(self, api_url: str | None = None, transport: httpx.BaseTransport | None = None):
-        self.api_url = (api_url or default_api_url()).rstrip("/")
+        self.api_url = (api_url or default_api_url(get_settings())).rstrip("/")
         self._http = httpx.Client(base_url=self.api_url, timeout=TIMEOUT, transport=transport)
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import streamlit as st
 
-from dashboard.api import APIError, PrefectAPI, default_api_url
+from dashboard.api import APIError, PrefectAPI
 from dashboard.store import DashboardStore, StorageError
 from dashboard.views import (
     FALLBACK_BACKBONE_BANNER,
@@ -17,6 +17,7 @@ from dashboard.views import (
     uses_fallback_backbone,
     uses_random_backbone,
 )
+from flows.prefect_api import api_url
 from flows.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -33,7 +34,7 @@ def _client(api_url: str) -> PrefectAPI:
 
 
 def api() -> PrefectAPI:
-    return _client(default_api_url(settings()))
+    return _client(api_url(settings()))
 
 
 def store() -> DashboardStore:

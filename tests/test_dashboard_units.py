@@ -250,3 +250,22 @@ def test_streamlit_is_started_without_telemetry_and_with_the_upload_limit():
     assert env["STYLEDROP_DASHBOARD_PORT"] == "8601"  # preview links name this port
     assert env["DO_NOT_TRACK"] == "1"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+# --- where the Prefect API is -----------------------------------------------------------------
+
+
+def test_api_url_from_the_environment_else_the_local_server(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.prefect_api import api_url
+    from flows.settings import Settings
+
+    settings = Settings(host="127.0.0.1", prefect_port=4333)
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.example:4200/api/")
+    assert api_url(settings) == "http://prefect.example:4200/api"
+    monkeypatch.delenv("PREFECT_API_URL")
+    with temporary_settings(updates={PREFECT_API_URL: "http://profile.example/api"}):
+        assert api_url(settings) == "http://profile.example/api"
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert api_url(settings) == "http://127.0.0.1:4333/api"

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.deployment import FINAL_STATES
+from flows.deployment import FINAL_STATES, RunView
 from flows.naming import run_name
 from flows.sensors.convention import (
     ERROR_SUFFIX,
@@ -34,7 +34,7 @@ from flows.sensors.convention import (
 )
 from flows.sensors.notes import error_note, failure_reason
 from flows.sensors.store import ARCHIVE, FAILED, INBOX, OUTPUTS, PROCESSING, InboxStore
-from flows.sensors.submit import PrefectGateway, RunInfo, SubmitError
+from flows.sensors.submit import TAKE_LABEL, PrefectGateway, SubmitError
 from flows.sensors.take import BOOKKEEPING_SUFFIX, Take
 from flows.storage import exists as url_exists
 
@@ -179,7 +179,7 @@ class Lifecycle:
                     name=run_name(take.parameters),
                     take=take.take_id,
                 )
-                if run.take == take.take_id or self._reusable(run):
+                if run.labels.get(TAKE_LABEL) == take.take_id or self._reusable(run):
                     break
                 # The key found a finished run of an earlier drop of this very file (same
                 # place, same sidecar) whose result is not there to reuse: the user dropped
@@ -193,7 +193,7 @@ class Lifecycle:
                 return False
             raise
         take.flow_run_id, take.flow_run_name = run.id, run.name
-        if run.take != take.take_id:
+        if run.labels.get(TAKE_LABEL) != take.take_id:
             # Adopted an earlier drop's run: its result is where that run writes it.
             take.parameters["output"] = run.parameters.get("output", take.parameters["output"])
         take.note("submitted", flow_run_id=run.id, key=take.idempotency_key())
@@ -203,7 +203,7 @@ class Lifecycle:
         self._emit(event, take, run)
         return True
 
-    def _reusable(self, run: RunInfo) -> bool:
+    def _reusable(self, run: RunView) -> bool:
         """An earlier drop's run that still runs (this drop shares it), or completed with its
         result still in place."""
         if run.state_type not in FINAL_STATES:
@@ -229,7 +229,7 @@ class Lifecycle:
             run = runs.get(take.flow_run_id or "")
             guard(take.inbox_rel, lambda take=take, run=run: self._judge(take, run))
 
-    def _judge(self, take: Take, run: RunInfo | None) -> None:
+    def _judge(self, take: Take, run: RunView | None) -> None:
         if run is None:
             self._died(take, None, f"flow run {take.flow_run_id} no longer exists on the server")
         elif run.state_type == "COMPLETED":
@@ -251,7 +251,7 @@ class Lifecycle:
             message, self.store.url(PROCESSING, take.rel), self.store.url(INBOX, take.inbox_rel)
         )
 
-    def _died(self, take: Take, run: RunInfo | None, why: str) -> None:
+    def _died(self, take: Take, run: RunView | None, why: str) -> None:
         if take.attempts >= self.config.crash_retries:
             reason = f"{why} (gave up after {take.attempts} resubmission(s))"
             self.finish(take, "failed", reason, run)
@@ -270,7 +270,7 @@ class Lifecycle:
 
     # --- finishing ------------------------------------------------------------------------
     def finish(
-        self, take: Take, outcome: str, reason: str | None, run: RunInfo | None = None
+        self, take: Take, outcome: str, reason: str | None, run: RunView | None = None
     ) -> None:
         """Move the file, its sidecar and its bookkeeping to archive/ or failed/ (with the
         error note). Resumable: the decision is saved first, the bookkeeping moves last."""
@@ -308,7 +308,7 @@ class Lifecycle:
             log.warning("failed %s -> failed/%s: %s", take.inbox_rel, dest, reason)
         self._emit(f"styledrop.inbox.{outcome}", take, run, reason=reason)
 
-    def _error_text(self, take: Take, run: RunInfo | None) -> str:
+    def _error_text(self, take: Take, run: RunView | None) -> str:
         url = self.gateway.run_url(take.flow_run_id) if take.flow_run_id else None
         return error_note(take, run, url)
 
@@ -359,7 +359,7 @@ class Lifecycle:
     def _save(self, take: Take) -> None:
         self.store.write_bytes(PROCESSING, take.bookkeeping_rel, take.to_json())
 
-    def _emit(self, event: str, take: Take, run: RunInfo | None, reason: str | None = None) -> None:
+    def _emit(self, event: str, take: Take, run: RunView | None, reason: str | None = None) -> None:
         payload: dict[str, Any] = {
             "path": take.inbox_rel,
             "content_sha256": take.content_sha256,
@@ -387,12 +387,6 @@ def guard(what: str, action: Callable[[], None]) -> None:
         log.exception("handling %s failed; it stays where it is and is retried", what)
 
 
-def _stub(take: Take) -> RunInfo:
+def _stub(take: Take) -> RunView:
     """Enough of a run to relate an event to it when its full state is not at hand."""
-    return RunInfo(
-        id=take.flow_run_id or "",
-        name=take.flow_run_name or "",
-        state_type="",
-        state_name="",
-        message="",
-    )
+    return RunView(id=take.flow_run_id or "", name=take.flow_run_name or "")

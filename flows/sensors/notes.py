@@ -3,8 +3,7 @@ error note written beside a file in failed/ (``<name>.error.txt``)."""
 
 from __future__ import annotations
 
-from flows.deployment import plain_reason
-from flows.sensors.submit import RunInfo
+from flows.deployment import RunView, plain_reason
 from flows.sensors.take import Take, now_iso
 
 
@@ -16,7 +15,7 @@ def failure_reason(message: str | None, processing_url: str, inbox_url: str) -> 
     return plain_reason(message).replace(processing_url, inbox_url)
 
 
-def error_note(take: Take, run: RunInfo | None, run_url: str | None) -> str:
+def error_note(take: Take, run: RunView | None, run_url: str | None) -> str:
     """The note for failed/: why, which file, which run (with its UI link), and what to do."""
     lines = [
         "styledrop could not stylise this file.",
@@ -31,7 +30,8 @@ def error_note(take: Take, run: RunInfo | None, run_url: str | None) -> str:
     else:
         lines.append("Flow run: none (refused before a run was started)")
     if run is not None:
-        lines.append(f"State:    {run.state_name} at {run.state_time}")
+        when = run.state_time.isoformat() if run.state_time else ""
+        lines.append(f"State:    {run.state_name} at {when}")
     if take.attempts:
         lines.append(f"Resubmitted {take.attempts} time(s) after crashes.")
     lines += [

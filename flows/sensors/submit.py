@@ -6,13 +6,12 @@ for the UI's event feed. Errors come out as ``SubmitError`` saying whether a ret
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 import httpx
 
-from flows.deployment import DEPLOYMENT
+from flows.deployment import DEPLOYMENT, RunView
 
 log = logging.getLogger("styledrop.sensor")
 
@@ -32,45 +31,13 @@ class SubmitError(Exception):
         self.retryable = retryable
 
 
-@dataclass
-class RunInfo:
-    """The little the sensors need to know about a flow run, as plain data."""
-
-    id: str
-    name: str
-    state_type: str  # SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, CRASHED, ...
-    state_name: str  # e.g. "Late", "AwaitingRetry", "Completed"
-    message: str
-    tags: list[str] = field(default_factory=list)
-    parameters: dict[str, Any] = field(default_factory=dict)
-    deployment_id: str | None = None
-    state_time: str = ""
-    take: str = ""  # the TAKE_LABEL of the submission that created the run
-
-    @classmethod
-    def from_flow_run(cls, run: Any) -> RunInfo:
-        state = run.state
-        return cls(
-            id=str(run.id),
-            name=run.name or "",
-            state_type=state.type.value if state else "SCHEDULED",
-            state_name=state.name if state else "Scheduled",
-            message=(state.message or "") if state else "",
-            tags=list(run.tags or []),
-            parameters=dict(run.parameters or {}),
-            deployment_id=str(run.deployment_id) if run.deployment_id else None,
-            state_time=state.timestamp.isoformat() if state and state.timestamp else "",
-            take=str((getattr(run, "labels", None) or {}).get(TAKE_LABEL, "")),
-        )
-
-
 class PrefectGateway:
     def __init__(self, deployment: str = DEPLOYMENT) -> None:
         self.deployment = deployment
 
     def submit(
         self, parameters: dict[str, Any], *, key: str, tags: list[str], name: str, take: str
-    ) -> RunInfo:
+    ) -> RunView:
         """Create (or, for a key already used, find) the flow run. Never waits for it."""
         from prefect import get_client
         from prefect.exceptions import ObjectNotFound
@@ -106,7 +73,7 @@ class PrefectGateway:
         except (httpx.RequestError, OSError) as exc:
             # Connection refused/reset, timeouts, DNS: the server is (briefly) unreachable.
             raise SubmitError(f"Prefect unreachable: {exc!r}", retryable=True) from exc
-        return RunInfo.from_flow_run(run)
+        return RunView.of(run)
 
     def run_url(self, run_id: str) -> str | None:
         """The run's page in the Prefect UI, for people reading an error note."""
@@ -115,13 +82,13 @@ class PrefectGateway:
         ui = get_current_settings().ui_url
         return f"{str(ui).rstrip('/')}/runs/flow-run/{run_id}" if ui else None
 
-    def read_runs(self, ids: list[str]) -> dict[str, RunInfo]:
+    def read_runs(self, ids: list[str]) -> dict[str, RunView]:
         """The runs among ``ids`` that exist; a missing id means the run is gone. Raises on
         an unreachable server (the caller just asks again later)."""
         from prefect import get_client
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-        found: dict[str, RunInfo] = {}
+        found: dict[str, RunView] = {}
         with get_client(sync_client=True) as client:
             for i in range(0, len(ids), READ_BATCH):
                 batch = [UUID(x) for x in ids[i : i + READ_BATCH]]
@@ -129,7 +96,7 @@ class PrefectGateway:
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)),
                     limit=len(batch),
                 )
-                found.update((str(r.id), RunInfo.from_flow_run(r)) for r in runs)
+                found.update((str(r.id), RunView.of(r)) for r in runs)
         return found
 
     def emit(
@@ -139,7 +106,7 @@ class PrefectGateway:
         content_sha256: str,
         inbox_rel: str,
         root: str,
-        run: RunInfo | None,
+        run: RunView | None,
         payload: dict[str, Any],
     ) -> None:
         """A ``styledrop.inbox.*`` event about one dropped file, related to its flow run, so the
