@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs styledrop with its test dependencies into .venv, then lints and runs every test,
-# the slow end-to-end ones included. Extra arguments go to pytest (e.g. -m "not slow").
+# Installs styledrop with its test dependencies into .venv, then lints and runs every test but
+# the `long` ones (minutes each: the 200-file load tests, the Prefect restart test, the
+# container build; .ci/run runs them after this). Extra arguments go to pytest; an -m of your
+# own replaces `not long` (e.g. -m "not slow": no end-to-end tests; -m long: only the long ones).
 # Two test processes (one per core), a test file each at a time: the end-to-end tests spend
 # much of their time waiting on servers and subprocesses (measured here: about 15 -> 9 minutes).
 set -euo pipefail
 cd "$(dirname "$0")"
 ./install.sh --test
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -n 2 --dist loadfile --durations=25 "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadfile --durations=25 -m "not long" "$@"

@@ -1,5 +1,9 @@
 """Shared fixtures: tiny images, condition waits, and a real Prefect server for the tests that
-need one (started once per session, only when a test asks for it)."""
+need one (started once per session, only when a test asks for it).
+
+Every fixture a test module uses but does not define comes from here or from the plugin
+``sensor_stack`` (the inbox end-to-end stack) registered below: test modules import helper
+functions and constants (``from conftest import ...``), never fixtures."""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-# The stack's helpers assert too (assert_each_once): show their values when they fail.
-pytest.register_assert_rewrite("sensor_stack")
+# The inbox end-to-end stack's fixtures (s3, served, watch); as a plugin its asserts are
+# rewritten too (assert_each_once shows its values when it fails).
+pytest_plugins = ["sensor_stack"]
 
 # Before anything imports Prefect or Streamlit: no telemetry, and tests never touch weights
 # downloads (the random backbone) or a GPU.
@@ -132,6 +137,19 @@ def s3_endpoint() -> Iterator[str]:
             os.environ["AWS_DEFAULT_REGION"] = old_region
 
 
+@pytest.fixture(scope="module")
+def s3_settings(s3_endpoint: str):
+    """Settings (flows.settings.Settings) for the session's S3 server, with the bucket
+    ``styledrop-test``."""
+    from flows import storage
+    from flows.settings import Settings
+
+    settings = Settings(s3_endpoint_url=s3_endpoint, s3_key="testing", s3_secret="testing")
+    fs, _ = storage.filesystem("s3://styledrop-test", settings)
+    fs.makedirs("styledrop-test", exist_ok=True)
+    return settings
+
+
 class PrefectServer:
     def __init__(self, url: str, home: Path, proc: subprocess.Popen, log: Path) -> None:
         self.api_url = url
@@ -220,7 +238,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 def postgres_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """A Prefect server on a PostgreSQL of its own, as docs/scale-out.md runs it for many
     machines (tests/postgres.py: Debian's postgresql in a temporary folder)."""
-    from tests.postgres import postgres_cluster
+    from postgres import postgres_cluster
 
     with postgres_cluster() as pg:
         server = start_prefect_server(tmp_path_factory.mktemp("prefect-pg"), pg.url)
@@ -246,6 +264,16 @@ def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
     finally:
         drain_prefect_workers()
         refresh_global_settings_context()
+
+
+@pytest.fixture
+def client(prefect_api: PrefectServer) -> Iterator:
+    """A sync Prefect client (prefect.client.orchestration.SyncPrefectClient) on the session's
+    server."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as c:
+        yield c
 
 
 def drain_prefect_workers() -> None:

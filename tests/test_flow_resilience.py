@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, make_image, stop_process, wait_until
-from test_flow_stylize import client, configure, task_runs_of  # noqa: F401 - fixture
+from test_flow_stylize import configure, task_runs_of
 
 from flows import storage
 from flows.storage import Storage
@@ -32,7 +32,7 @@ RUN_FLOW = (
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(
-    prefect_api, client, tmp_path, monkeypatch, artifacts_dir  # noqa: F811
+    prefect_api, client, tmp_path, monkeypatch, artifacts_dir
 ) -> None:
     # Checkpoint often. The killed run still looks Running on the server (no lost-run
     # automation here): the resubmission waits until it has been silent for

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from conftest import make_image, wait_until
 from PIL import Image
-from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
@@ -29,7 +29,6 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 from prefect.states import Cancelling
-from test_storage import s3_settings  # noqa: F401 - fixture: moto's S3 server
 
 from flows import jobs, storage
 from flows.settings import Settings, get_settings
@@ -72,12 +71,6 @@ def configure(mp: pytest.MonkeyPatch, root: Path, **extra: str) -> Settings:
         mp.setenv(key, value)
     get_settings.cache_clear()
     return get_settings()
-
-
-@pytest.fixture
-def client(prefect_api) -> Iterator[SyncPrefectClient]:
-    with get_client(sync_client=True) as c:
-        yield c
 
 
 def artifacts_of(client: SyncPrefectClient, flow_run_id: UUID) -> dict[str, list]:
@@ -550,7 +543,7 @@ def test_cancel_request_stops_a_running_job(
 
 
 def test_a_job_on_s3_reads_and_writes_through_the_s3_api(
-    prefect_api, client, s3_settings, tmp_path, monkeypatch  # noqa: F811
+    prefect_api, client, s3_settings, tmp_path, monkeypatch
 ) -> None:
     """Content from an s3:// URL, storage root on S3 (moto's S3 HTTP API on loopback)."""
     settings = configure(

@@ -16,21 +16,16 @@ from pathlib import Path
 
 import pytest
 from conftest import make_image, wait_until
-from sensor_stack import (  # noqa: F401 - fixtures
-    BUCKET,
+from sensor_stack import (
     LOAD,
-    S3,
     assert_each_once,
     dropped_names,
     files,
     peak_rss_mib,
     png_size,
-    s3,
-    served,
-    watch,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1800)]
 
 N = 200
 WORKER_LIMIT = 4  # read by sensor_stack.served

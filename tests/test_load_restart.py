@@ -22,17 +22,9 @@ from conftest import (
     stop_process,
     wait_until,
 )
-from sensor_stack import (  # noqa: F401 - fixtures
-    LOAD,
-    assert_each_once,
-    dropped_names,
-    files,
-    s3,
-    served,
-    watch,
-)
+from sensor_stack import LOAD, assert_each_once, dropped_names, files
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1800)]
 
 N = 60  # enough to have files done, running and waiting when the server stops
 WORKER_LIMIT = 4  # read by sensor_stack.served, as in test_load.py

@@ -9,21 +9,10 @@ from pathlib import Path
 
 import pytest
 from conftest import make_image, wait_until
-from sensor_stack import (  # noqa: F401 - fixtures
-    BUCKET,
-    S3,
-    assert_each_once,
-    dropped_names,
-    files,
-    peak_rss_mib,
-    png_size,
-    s3,
-    served,
-    watch,
-)
+from sensor_stack import BUCKET, S3, assert_each_once, dropped_names, peak_rss_mib, png_size
 from test_load import BATCH_S, LOAD, OPTIONS, RSS_GROWTH_MIB, WORKER_LIMIT, N, report  # noqa: F401
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1800)]
 
 
 def test_two_hundred_files_dropped_into_the_s3_inbox(watch, s3: S3, tmp_path: Path) -> None:

@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from flows.stack import descendants, pid_alive
-from tests.conftest import (
+from conftest import (
     ROOT,
     make_image,
     stop_process,
     wait_until,
 )
+
+from flows.stack import descendants, pid_alive
 
 pytestmark = pytest.mark.slow
 

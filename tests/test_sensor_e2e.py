@@ -11,19 +11,7 @@ from urllib.parse import quote_plus
 import httpx
 import pytest
 from conftest import free_port, make_image, wait_until
-from sensor_stack import (  # noqa: F401 - s3, served, watch: fixtures
-    BUCKET,
-    OUTCOME_S,
-    PREFIX,
-    S3,
-    TINY,
-    files,
-    inbox_runs,
-    png_size,
-    s3,
-    served,
-    watch,
-)
+from sensor_stack import BUCKET, OUTCOME_S, PREFIX, S3, TINY, files, inbox_runs, png_size
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -7,15 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_image, wait_until
-from sensor_stack import (  # noqa: F401 - fixtures
-    TINY,
-    files,
-    inbox_runs,
-    png_size,
-    s3,
-    served,
-    watch,
-)
+from sensor_stack import TINY, files, inbox_runs, png_size
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

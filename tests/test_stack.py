@@ -11,9 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from flows import stack
-from tests.conftest import wait_until
 
 
 def python(code: str) -> list[str]:

@@ -111,15 +111,6 @@ def test_an_overloaded_or_unreachable_prefect_api_is_retried_but_a_client_error_
 # --- S3 ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_settings(s3_endpoint: str) -> Settings:
-    """Settings for the session's S3 server (conftest), with one bucket."""
-    settings = Settings(s3_endpoint_url=s3_endpoint, s3_key="testing", s3_secret="testing")
-    fs, _ = storage.filesystem("s3://styledrop-test", settings)
-    fs.makedirs("styledrop-test", exist_ok=True)
-    return settings
-
-
 def test_s3_write_read_and_json(s3_settings: Settings) -> None:
     store = Storage("s3://styledrop-test/outputs", s3_settings)
     assert not store.exists("_jobs/j/result.png")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import ROOT, free_port, wait_until
 
 from flows.stack import descendants, pid_alive
-from tests.conftest import ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -30,7 +30,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.filters import FlowRunFilterId as RunId
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling
-from test_flow_stylize import artifacts_of, client  # noqa: F401 - fixture
+from test_flow_stylize import artifacts_of
 
 from flows import storage
 from flows.stack import descendants, pid_alive
@@ -100,7 +100,7 @@ def submit(w: Worker, options: dict[str, Any], seed: int) -> str:
     return str(run.id)
 
 
-def read_run(client, run_id: str) -> Any:  # noqa: F811
+def read_run(client, run_id: str) -> Any:
     (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=RunId(any_=[run_id])))
     return run
 
@@ -110,7 +110,7 @@ def record_of(w: Worker, run_id: str) -> dict[str, Any]:
     return w.store.read_json(link["record"])
 
 
-def test_runs_execute_in_the_warm_process_with_their_artifacts(worker: Worker, client) -> None:  # noqa: F811
+def test_runs_execute_in_the_warm_process_with_their_artifacts(worker: Worker, client) -> None:
     run_ids = [submit(worker, FAST, seed) for seed in (1, 3)]
     for run_id in run_ids:
         wait_until(lambda r=run_id: read_run(client, r).state.is_final(), 180, "the runs to end")
@@ -137,7 +137,7 @@ def test_runs_execute_in_the_warm_process_with_their_artifacts(worker: Worker, c
     assert first[1] <= second[0], (first, second)
 
 
-def test_cancel_ends_the_run_cancelled_and_the_worker_goes_on(worker: Worker, client) -> None:  # noqa: F811
+def test_cancel_ends_the_run_cancelled_and_the_worker_goes_on(worker: Worker, client) -> None:
     run_id = submit(worker, ENDLESS, seed=5)
 
     def progressing() -> bool:
@@ -168,7 +168,7 @@ def test_cancel_ends_the_run_cancelled_and_the_worker_goes_on(worker: Worker, cl
 
 @pytest.mark.timeout(300)
 def test_a_failure_that_leaves_the_gpu_unusable_stops_the_worker(
-    prefect_api, client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    prefect_api, client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker in this process on a pool and deployment of its own. No GPU can run here, so
     the GPU check is replaced by one that reports a broken GPU (a CUDA error); the failed run
