@@ -1,422 +1,618 @@
-"""The folder sensor's life cycle against a real Prefect server and real watchdog.
+"""The sensor's life cycle, one step at a time: take, prepare, submit, judge the run, finish,
+recover; crashed runs resubmitted up to ``crash_retries``; back-off while Prefect is away.
 
-The deployment here is registered but deliberately not served: its runs wait in Scheduled,
-and the test moves them to their final states through the real API, as a worker or the flow
-would (for COMPLETED it also writes the result where the run was told to). That makes the
-outcomes the sensor must handle (failed, crashed, vanished, still running, server away)
-exact and fast; the real flow end to end is in test_sensor_e2e.py.
+Real: the inbox store (a local folder under tmp_path), the bookkeeping files, ``Lifecycle`` and
+``InboxSensor``. Fake, because Prefect is not what these tests test: the gateway to Prefect
+(``FakeGateway``, PrefectGateway's interface, in memory: one run per idempotency key, states
+set by the test, "unreachable" on demand) and the sensor's clock (``FakeClock``, moved by the
+test instead of waited for). The sensor's thread and the watchdog source are left out: each
+test calls ``InboxSensor.step`` and offers files itself. So each test takes milliseconds.
+PrefectGateway against a real Prefect server, and the running sensor with its thread and
+watchdog, are in test_sensor_prefect.py.
 """
 
 from __future__ import annotations
 
-import contextlib
+import inspect
+import json
 import logging
-import socket
-import threading
-from collections.abc import Iterator
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
-from uuid import UUID
+from typing import Any
 
-import httpx
 import pytest
-from conftest import free_port, make_image, unserved_deployment, wait_until
+from conftest import make_image
 
-from flows.sensors.service import RunningSensor, start_folder_sensor
-from flows.sensors.submit import PrefectGateway
+from flows.deployment import RunView
+from flows.sensors.lifecycle import SensorConfig
+from flows.sensors.sensor import InboxSensor
+from flows.sensors.store import InboxStore
+from flows.sensors.submit import TAKE_LABEL, PrefectGateway, SubmitError
 from flows.sensors.take import Take
 from flows.settings import Settings
 
-DEPLOYMENT = "sensor-lifecycle/inbox"
+PREFECT_WORDS = "Flow run encountered an exception: engine.images.ImageError: "
 
 
-@pytest.fixture(scope="module")
-def deployment(prefect_api) -> str:
-    return unserved_deployment(DEPLOYMENT)
+class FakeClock:
+    """InboxSensor's clock: seconds that pass only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
-def settings_for(data_dir: Path, **over) -> Settings:
-    values = dict(
-        data_dir=data_dir,
-        settle_s=0.2,
-        sensor_poll_s=0.3,
-        sensor_rescan_s=3600,
-        sensor_crash_retries=2,
-        sensor_retry_max_s=1.0,
-        sensor_options={"size": 48},
-        default_style="mosaic",
+class FakeGateway:
+    """PrefectGateway's interface in memory (test_the_fake_gateway_has_the_real_interface
+    keeps the two alike). Like Prefect: a key already used returns the run it created, with
+    that submission's take label; a run that was deleted is missing from ``read_runs``.
+    ``down``: every call fails as when the server is unreachable; ``refuse``: submissions are
+    refused (not retryable)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunView] = {}
+        self.by_key: dict[str, str] = {}
+        self.calls: list[dict[str, Any]] = []  # every submission asked for, in order
+        self.events: list[tuple[str, str, dict[str, Any]]] = []  # (event, inbox_rel, payload)
+        self.reads = 0
+        self.down = False
+        self.refuse = ""
+        self.fail_for: set[str] = set()  # contents whose submission raises a plain bug
+
+    def submit(
+        self, parameters: dict[str, Any], *, key: str, tags: list[str], name: str, take: str
+    ) -> RunView:
+        self.calls.append(dict(parameters=parameters, key=key, tags=tags, name=name, take=take))
+        if parameters["content"] in self.fail_for:
+            raise RuntimeError("a bug in one file's submission")
+        if self.down:
+            raise SubmitError("Prefect unreachable: ConnectError('refused')", retryable=True)
+        if self.refuse:
+            raise SubmitError(f"Prefect refused the run (422): {self.refuse}", retryable=False)
+        if key not in self.by_key:
+            run = RunView(
+                id=str(uuid.uuid4()),
+                name=name,
+                state_type="SCHEDULED",
+                state_name="Scheduled",
+                parameters=json.loads(json.dumps(parameters)),
+                labels={TAKE_LABEL: take},
+            )
+            self.runs[run.id] = run
+            self.by_key[key] = run.id
+        return self.runs[self.by_key[key]]
+
+    def run_url(self, run_id: str) -> str | None:
+        return f"http://prefect.test/runs/flow-run/{run_id}"
+
+    def read_runs(self, ids: list[str]) -> dict[str, RunView]:
+        self.reads += 1
+        if self.down:
+            raise ConnectionError("Prefect unreachable")
+        return {i: self.runs[i] for i in ids if i in self.runs}
+
+    def emit(
+        self,
+        event: str,
+        *,
+        content_sha256: str,
+        inbox_rel: str,
+        root: str,
+        run: RunView | None,
+        payload: dict[str, Any],
+    ) -> None:
+        self.events.append((event, inbox_rel, payload))
+
+    # --- what a worker, the flow or a person does to a run ---------------------------------
+    def set(self, run_id: str, state_type: str, message: str = "") -> None:
+        name = state_type.capitalize()
+        self.runs[run_id] = replace(
+            self.runs[run_id], state_type=state_type, state_name=name, message=message
+        )
+
+    def complete(self, run_id: str) -> None:
+        """As the flow does: the result at ``output``, then Completed."""
+        make_image(Path(self.runs[run_id].parameters["output"]))
+        self.set(run_id, "COMPLETED")
+
+    def delete(self, run_id: str) -> None:
+        del self.runs[run_id]
+
+    def submitted(self) -> int:
+        """Submissions that created or found a run (not failed calls)."""
+        return len(self.by_key)
+
+
+@dataclass
+class Inbox:
+    """A sensor on a real folder store, stepped by hand."""
+
+    root: Path
+    gateway: FakeGateway
+    clock: FakeClock
+    sensor: InboxSensor
+    config: SensorConfig
+
+    def drop(self, rel: str, seed: int = 0, data: bytes | None = None) -> None:
+        path = self.root / "inbox" / rel
+        if data is None:
+            make_image(path, seed=seed)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        self.sensor.offer(rel)
+
+    def step(self, seconds: float = 0.0) -> None:
+        """Let ``seconds`` pass, then one round of the sensor."""
+        self.clock.advance(seconds)
+        self.sensor.step()
+
+    def judge(self) -> None:
+        """One round after the poll interval: the runs' states are read and acted on."""
+        self.step(self.config.poll_s)
+
+    def take(self, area: str, rel: str) -> Take:
+        return Take.from_json((self.root / area / f"{rel}.run.json").read_bytes())
+
+    def run_of(self, rel: str) -> RunView:
+        return self.gateway.runs[self.take("processing", rel).flow_run_id or ""]
+
+    def files(self, area: str) -> list[str]:
+        top = self.root / area
+        return sorted(p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_file())
+
+    def restart(self) -> Inbox:
+        """A new sensor on the same folders and Prefect, as after a stop: it recovers first."""
+        again = inbox_at(self.root, self.gateway, self.config)
+        again.sensor.files.recover()
+        return again
+
+
+def inbox_at(root: Path, gateway: FakeGateway | None = None, config: SensorConfig | None = None):
+    config = config or SensorConfig(
+        default_style="mosaic", options={"size": 48}, poll_s=2.0, crash_retries=2, retry_max_s=8
     )
-    values.update(over)
-    return Settings(**values)
+    clock = FakeClock()
+    gateway = gateway or FakeGateway()
+    store = InboxStore(str(root), Settings(data_dir=root))
+    return Inbox(root, gateway, clock, InboxSensor(store, gateway, config, clock=clock), config)
 
 
 @pytest.fixture
-def sensors(deployment) -> Iterator[list[RunningSensor]]:
-    """Sensors started by a test, all stopped at its end."""
-    started: list[RunningSensor] = []
-    yield started
-    for s in started:
-        s.stop()
+def inbox(tmp_path: Path) -> Inbox:
+    return inbox_at(tmp_path)
 
 
-def start(sensors: list[RunningSensor], settings: Settings) -> RunningSensor:
-    running = start_folder_sensor(settings, PrefectGateway(deployment=DEPLOYMENT))
-    sensors.append(running)
-    return running
+@pytest.mark.parametrize("method", ["submit", "run_url", "read_runs", "emit"])
+def test_the_fake_gateway_has_the_real_interface(method: str) -> None:
+    def shape(f: Any) -> list[tuple[str, Any]]:
+        return [(p.name, p.kind) for p in inspect.signature(f).parameters.values()]
+
+    assert shape(getattr(FakeGateway, method)) == shape(getattr(PrefectGateway, method))
+    public = {n for n in vars(PrefectGateway) if not n.startswith("_")}
+    assert public <= set(vars(FakeGateway))
 
 
-def take_in(area: Path, rel: str) -> Take:
-    return Take.from_json((area / f"{rel}.run.json").read_bytes())
+# --- take, prepare, submit, judge, finish -----------------------------------------------------
 
 
-def submitted(area: Path, rel: str) -> Take | None:
-    try:
-        take = take_in(area, rel)
-    except (FileNotFoundError, ValueError):
-        return None
-    return take if take.flow_run_id else None
-
-
-def submitted_from(processing: Path, inbox_rel: str) -> Take | None:
-    """The submitted job for a file dropped at `inbox_rel`, whatever its processing/ name."""
-    for path in processing.rglob("*.run.json"):
-        rel = path.relative_to(processing).as_posix().removesuffix(".run.json")
-        take = submitted(processing, rel)
-        if take and take.inbox_rel == inbox_rel:
-            return take
-    return None
-
-
-def read_run(run_id: str):
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(UUID(run_id))
-
-
-def set_state(run_id: str, state) -> None:
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(UUID(run_id), state, force=True)
-
-
-def complete(run_id: str) -> None:
-    """What the flow does on success: write the result at `output`, end COMPLETED."""
-    from prefect.states import Completed
-
-    output = Path(read_run(run_id).parameters["output"])
-    make_image(output)
-    set_state(run_id, Completed())
-
-
-def test_drop_submit_fail_archive_with_contract_parameters(tmp_path: Path, sensors) -> None:
-    from prefect.states import Failed
-
-    start(sensors, settings_for(tmp_path))
-    make_image(tmp_path / "inbox" / "ink" / "good.png")
-    make_image(tmp_path / "inbox" / "bad.png", seed=1)
-    processing = tmp_path / "processing"
-    good = wait_until(lambda: submitted(processing, "ink/good.png"), 20, "good.png submitted")
-    bad = wait_until(lambda: submitted(processing, "bad.png"), 20, "bad.png submitted")
-    assert not (tmp_path / "inbox" / "ink" / "good.png").exists()
-
-    run = read_run(good.flow_run_id)
-    assert run.parameters == {
-        "content": str(processing / "ink" / "good.png"),
+def test_a_drop_is_submitted_with_the_contract_parameters_then_archived(inbox: Inbox) -> None:
+    inbox.drop("ink/good.png")
+    inbox.step()
+    assert inbox.files("inbox") == []
+    assert inbox.files("processing") == ["ink/good.png", "ink/good.png.run.json"]
+    take = inbox.take("processing", "ink/good.png")
+    [call] = inbox.gateway.calls
+    root = inbox.root
+    assert call["parameters"] == {
+        "content": str(root / "processing" / "ink" / "good.png"),
         "styles": ["ink"],
         "options": {"size": 48},
-        "output": str(tmp_path / "outputs" / "ink" / "good.png"),
+        "output": str(root / "outputs" / "ink" / "good.png"),
         "force": False,
-        "content_name": str(tmp_path / "inbox" / "ink" / "good.png"),
+        "content_name": str(root / "inbox" / "ink" / "good.png"),
     }
-    assert read_run(bad.flow_run_id).parameters["styles"] == ["mosaic"]  # top level: default
-    # One tag for the source, the take as a label (not a tag per file), a readable name.
-    assert run.tags == ["inbox"]
-    assert run.labels["styledrop.take"] == good.take_id
-    assert run.name == "good.png · ink"
+    # One tag for the source, the take as a label, a readable name, a key per attempt.
+    assert call["tags"] == ["inbox"]
+    assert call["take"] == take.take_id
+    assert call["name"] == "good.png · ink"
+    assert call["key"] == f"{take.key}:g0:a0" and take.key.startswith("styledrop-inbox:")
+    assert take.flow_run_id == inbox.gateway.by_key[call["key"]]
 
-    complete(good.flow_run_id)
-    # Prefect's wording of an exception is left out of the note.
-    prefect_words = "Flow run encountered an exception: engine.images.ImageError: "
-    set_state(bad.flow_run_id, Failed(message=prefect_words + "cannot read image: truncated PNG"))
-
-    wait_until(lambda: (tmp_path / "archive" / "ink" / "good.png").exists(), 20, "archived")
-    wait_until(lambda: (tmp_path / "failed" / "bad.png.error.txt").exists(), 20, "failed note")
-    note = (tmp_path / "failed" / "bad.png.error.txt").read_text()
-    assert "cannot read image: truncated PNG" in note
-    assert bad.flow_run_id in note
-    assert (tmp_path / "failed" / "bad.png").exists()
-    # The bookkeeping goes with the file: which run handled it stays on record.
-    assert take_in(tmp_path / "archive", "ink/good.png").outcome == "archived"
-    assert take_in(tmp_path / "failed", "bad.png").reason == "cannot read image: truncated PNG"
-    assert not any(p.is_file() for p in processing.rglob("*"))
-
-
-def test_drop_is_announced_in_the_event_feed(tmp_path: Path, sensors, prefect_api) -> None:
-    start(sensors, settings_for(tmp_path))
-    make_image(tmp_path / "inbox" / "announce.png", seed=7)
-    take = wait_until(
-        lambda: submitted(tmp_path / "processing", "announce.png"), 20, "announce.png submitted"
-    )
-    resource = f"styledrop.inbox.{take.content_sha256[:16]}"
-
-    run_resource = f"prefect.flow-run.{take.flow_run_id}"
-
-    def received() -> dict | None:
-        # The session's server may hold earlier drops of the same bytes (same resource id) from
-        # other tests: look for the event of this drop, the one related to this run.
-        body = {
-            "filter": {
-                "event": {"name": ["styledrop.inbox.received"]},
-                "resource": {"id": [resource]},
-            },
-            "limit": 50,
-        }
-        r = httpx.post(f"{prefect_api.api_url}/events/filter", json=body, timeout=5)
-        r.raise_for_status()
-        for event in r.json()["events"]:
-            if any(rel["prefect.resource.id"] == run_resource for rel in event["related"]):
-                return event
-        return None
-
-    event = wait_until(received, 20, "the received event related to this drop's run")
-    related = {r["prefect.resource.id"]: r for r in event["related"]}
-    assert related[run_resource]["prefect.resource.role"] == "flow-run"
-    assert event["resource"]["prefect.resource.name"] == "announce.png"
+    inbox.judge()  # still scheduled: nothing happens
+    assert inbox.files("archive") == []
+    inbox.gateway.complete(take.flow_run_id)
+    inbox.judge()
+    assert inbox.files("archive") == ["ink/good.png", "ink/good.png.run.json"]
+    assert inbox.files("processing") == []
+    done = inbox.take("archive", "ink/good.png")
+    assert (done.outcome, done.destination) == ("archived", "ink/good.png")
+    assert done.flow_run_id == take.flow_run_id
+    assert [e[0] for e in inbox.gateway.events] == [
+        "styledrop.inbox.received",
+        "styledrop.inbox.archived",
+    ]
+    assert inbox.gateway.events[0][2]["content_sha256"] == take.content_sha256
 
 
-def test_a_bad_sidecar_fails_with_its_reason_and_no_run(tmp_path: Path, sensors) -> None:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir(parents=True)
-    (inbox / "photo.json").write_text('{"styles": ["ink", "wave"], "blend": [1]')  # no }
-    make_image(inbox / "photo.png")
-    start(sensors, settings_for(tmp_path))
-    note = tmp_path / "failed" / "photo.png.error.txt"
-    wait_until(note.exists, 20, "the error note")
-    text = note.read_text()
-    assert "sidecar" in text and "not valid JSON" in text
-    assert "Flow run: none" in text
-    assert (tmp_path / "failed" / "photo.json").exists()  # the sidecar went with it
-    assert take_in(tmp_path / "failed", "photo.png").flow_run_id is None
+def test_a_top_level_drop_gets_the_default_style(inbox: Inbox) -> None:
+    inbox.drop("top.png")
+    inbox.step()
+    assert inbox.gateway.calls[0]["parameters"]["styles"] == ["mosaic"]
 
 
-def test_crashed_runs_are_resubmitted_a_bounded_number_of_times(tmp_path: Path, sensors) -> None:
-    from prefect.states import Crashed
-
-    start(sensors, settings_for(tmp_path, sensor_crash_retries=2))
-    make_image(tmp_path / "inbox" / "crashy.png")
-    processing = tmp_path / "processing"
-    run_ids: list[str] = []
-    for attempt in range(3):  # the first run and 2 resubmissions
-
-        def next_run() -> str | None:
-            take = submitted(processing, "crashy.png")
-            return take.flow_run_id if take and take.flow_run_id not in run_ids else None
-
-        run_ids.append(wait_until(next_run, 20, f"run {attempt + 1}"))
-        set_state(run_ids[-1], Crashed(message="worker lost: out of memory"))
-
-    note = tmp_path / "failed" / "crashy.png.error.txt"
-    wait_until(note.exists, 20, "giving up after the last crash")
-    assert len(set(run_ids)) == 3
-    assert "worker lost: out of memory" in note.read_text()
-    assert "gave up after 2 resubmission(s)" in note.read_text()
-    assert take_in(tmp_path / "failed", "crashy.png").attempts == 2
+def test_a_failed_run_fails_the_file_with_its_reason_in_plain_words(inbox: Inbox) -> None:
+    inbox.drop("bad.png")
+    inbox.step()
+    run = inbox.run_of("bad.png")
+    where = str(inbox.root / "processing" / "bad.png")
+    inbox.gateway.set(run.id, "FAILED", f"{PREFECT_WORDS}{where} is a truncated PNG")
+    inbox.judge()
+    assert inbox.files("failed") == ["bad.png", "bad.png.error.txt", "bad.png.run.json"]
+    note = (inbox.root / "failed" / "bad.png.error.txt").read_text()
+    reason = f"{inbox.root / 'inbox' / 'bad.png'} is a truncated PNG"  # where it was dropped
+    assert f"Reason:   {reason}\n" in note
+    assert run.id in note and f"http://prefect.test/runs/flow-run/{run.id}" in note
+    assert "State:    Failed" in note
+    assert inbox.take("failed", "bad.png").reason == reason
+    assert inbox.gateway.events[-1][0] == "styledrop.inbox.failed"
+    assert inbox.gateway.events[-1][2]["reason"] == reason
 
 
-def test_restart_tracks_running_runs_and_resubmits_vanished_ones(tmp_path: Path, sensors) -> None:
-    from prefect import get_client
-    from prefect.states import Running
-
-    settings = settings_for(tmp_path)
-    first = start(sensors, settings)
-    make_image(tmp_path / "inbox" / "alive.png")
-    make_image(tmp_path / "inbox" / "gone.png", seed=1)
-    processing = tmp_path / "processing"
-    alive = wait_until(lambda: submitted(processing, "alive.png"), 20, "alive.png submitted")
-    gone = wait_until(lambda: submitted(processing, "gone.png"), 20, "gone.png submitted")
-    first.stop()
-
-    set_state(alive.flow_run_id, Running())
-    with get_client(sync_client=True) as client:
-        client.delete_flow_run(UUID(gone.flow_run_id))
-    make_image(tmp_path / "inbox" / "while-down.png", seed=2)  # backlog
-
-    start(sensors, settings)
-    again = wait_until(
-        lambda: (
-            (r := submitted(processing, "gone.png")) and r.flow_run_id != gone.flow_run_id and r
-        ),
-        20,
-        "the vanished run resubmitted",
-    )
-    assert again.attempts == 1
-    wait_until(lambda: submitted(processing, "while-down.png"), 20, "the backlog submitted")
-    # The running run is tracked again, not duplicated.
-    assert take_in(processing, "alive.png").flow_run_id == alive.flow_run_id
-    complete(alive.flow_run_id)
-    wait_until(lambda: (tmp_path / "archive" / "alive.png").exists(), 20, "alive.png archived")
-    assert (tmp_path / "outputs" / "alive.png").exists()
+def test_a_completed_run_without_its_result_fails_the_file(inbox: Inbox) -> None:
+    inbox.drop("lost.png")
+    inbox.step()
+    run = inbox.run_of("lost.png")
+    inbox.gateway.set(run.id, "COMPLETED")  # but nothing written at its output
+    inbox.judge()
+    assert "wrote no result at" in inbox.take("failed", "lost.png").reason
 
 
-def test_a_file_dropped_again_after_failing_gets_a_new_run(tmp_path: Path, sensors) -> None:
-    from prefect.states import Failed
-
-    start(sensors, settings_for(tmp_path))
-    src = make_image(tmp_path / "src.png", seed=3)
-    (tmp_path / "inbox" / "again.png").write_bytes(src.read_bytes())
-    first = wait_until(lambda: submitted(tmp_path / "processing", "again.png"), 20, "1st run")
-    set_state(first.flow_run_id, Failed(message="style 'mosaic' not in the gallery"))
-    wait_until((tmp_path / "failed" / "again.png").exists, 20, "first drop failed")
-
-    # Same bytes, same place: the idempotency key finds the failed run; a person dropping
-    # the file again wants it tried again, not the old failure back.
-    (tmp_path / "inbox" / "again.png").write_bytes(src.read_bytes())
-    second = wait_until(lambda: submitted(tmp_path / "processing", "again.png"), 20, "2nd run")
-    assert second.flow_run_id != first.flow_run_id
-    assert second.generation == 1
-    complete(second.flow_run_id)
-    wait_until((tmp_path / "archive" / "again.png").exists, 20, "second drop archived")
-    assert (tmp_path / "failed" / "again.png").exists()  # the first attempt stays on record
+def test_a_cancelled_run_fails_the_file(inbox: Inbox) -> None:
+    inbox.drop("stop.png")
+    inbox.step()
+    inbox.gateway.set(inbox.run_of("stop.png").id, "CANCELLED", "cancelled by a person")
+    inbox.judge()
+    reason = inbox.take("failed", "stop.png").reason
+    assert reason == "the run was cancelled. cancelled by a person"
 
 
-def test_same_photo_in_two_style_folders_is_two_runs(tmp_path: Path, sensors) -> None:
-    start(sensors, settings_for(tmp_path))
-    data = make_image(tmp_path / "src.png", seed=4).read_bytes()
-    for style in ("ink", "wave"):
-        (tmp_path / "inbox" / style).mkdir(parents=True)
-        (tmp_path / "inbox" / style / "same.png").write_bytes(data)
-    p = tmp_path / "processing"
-    ink = wait_until(lambda: submitted(p, "ink/same.png"), 20, "ink run")
-    wave = wait_until(lambda: submitted(p, "wave/same.png"), 20, "wave run")
-    assert ink.flow_run_id != wave.flow_run_id
-    assert ink.content_sha256 == wave.content_sha256
+def test_a_bad_sidecar_fails_the_file_at_once_without_a_run(inbox: Inbox) -> None:
+    (inbox.root / "inbox").mkdir()
+    (inbox.root / "inbox" / "photo.json").write_text('{"styles": ["ink"], "blend": [1]')  # no }
+    inbox.drop("photo.png")
+    inbox.step()
+    assert inbox.gateway.calls == []
+    assert inbox.files("failed") == [
+        "photo.json",  # the sidecar goes with it
+        "photo.png",
+        "photo.png.error.txt",
+        "photo.png.run.json",
+    ]
+    note = (inbox.root / "failed" / "photo.png.error.txt").read_text()
+    assert "the sidecar photo.json cannot be used" in note and "not valid JSON" in note
+    assert "Flow run: none" in note
 
 
-class Gate:
-    """A TCP forwarder on loopback in front of the Prefect server that can be shut (nothing
-    listens: connection refused, like a server restarting) and opened again, same port."""
-
-    def __init__(self, target: str) -> None:
-        url = httpx.URL(target)
-        self.target = (url.host, url.port)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api"
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-
-    def open(self) -> None:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.port))
-        s.listen(64)
-        self._listener = s
-        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
-
-    def shut(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        for c in self._conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-            c.close()
-        self._conns.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+def test_a_refused_submission_fails_the_file_with_prefects_words(inbox: Inbox) -> None:
+    inbox.gateway.refuse = "parameters do not match the deployment's schema"
+    inbox.drop("odd.png")
+    inbox.step()
+    reason = inbox.take("failed", "odd.png").reason
+    assert reason.startswith("the flow run could not be created: Prefect refused the run (422)")
+    assert "schema" in reason
 
 
-def test_an_unreachable_server_delays_submission_without_losing_the_file(
-    tmp_path: Path, sensors, prefect_api, caplog
+def test_one_files_trouble_does_not_stop_the_others(inbox: Inbox) -> None:
+    """A bug while submitting one file leaves it in processing/ to be tried again; the file
+    beside it is submitted all the same."""
+    inbox.gateway.fail_for = {str(inbox.root / "processing" / "a.png")}
+    inbox.drop("a.png")
+    inbox.drop("b.png", seed=1)
+    inbox.step()
+    assert inbox.take("processing", "b.png").flow_run_id
+    assert inbox.take("processing", "a.png").flow_run_id is None
+    inbox.gateway.fail_for = set()
+    inbox.step()
+    assert inbox.take("processing", "a.png").flow_run_id
+
+
+def test_run_states_are_read_once_per_poll_interval_for_all_files(inbox: Inbox) -> None:
+    for i in range(3):
+        inbox.drop(f"f{i}.png", seed=i)
+    inbox.step()  # taken and submitted; the first poll is due at once
+    assert inbox.gateway.reads == 1
+    for _ in range(5):
+        inbox.step(inbox.config.poll_s / 4)
+    assert inbox.gateway.reads == 2  # one read for the three files each poll_s, no more
+
+
+# --- crashes ----------------------------------------------------------------------------------
+
+
+def test_a_crashed_run_is_resubmitted_up_to_crash_retries_then_the_file_fails(
+    inbox: Inbox,
 ) -> None:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    inbox.drop("crashy.png")
+    inbox.step()
+    keys = []
+    for attempt in range(3):  # the first run, then crash_retries (2) resubmissions
+        take = inbox.take("processing", "crashy.png")
+        assert take.attempts == attempt
+        keys.append(inbox.gateway.calls[-1]["key"])
+        inbox.gateway.set(take.flow_run_id, "CRASHED", "worker lost: out of memory")
+        inbox.judge()  # judged crashed...
+        inbox.step()  # ...and resubmitted in the next round, with a new key
+    assert keys == [f"{take.key}:g0:a{n}" for n in range(3)]
+    assert len(set(inbox.gateway.runs)) == 3
+    note = (inbox.root / "failed" / "crashy.png.error.txt").read_text()
+    assert "the run crashed: worker lost: out of memory" in note
+    assert "gave up after 2 resubmission(s)" in note
+    assert "Resubmitted 2 time(s) after crashes." in note
+    assert inbox.take("failed", "crashy.png").attempts == 2
+    events = [e[0] for e in inbox.gateway.events]
+    assert events == ["styledrop.inbox.received"] + ["styledrop.inbox.resubmitted"] * 2 + [
+        "styledrop.inbox.failed"
+    ]
 
+
+def test_a_run_that_vanished_is_resubmitted_like_a_crashed_one(inbox: Inbox) -> None:
+    inbox.drop("gone.png")
+    inbox.step()
+    first = inbox.run_of("gone.png")
+    inbox.gateway.delete(first.id)
+    inbox.judge()
+    inbox.step()
+    take = inbox.take("processing", "gone.png")
+    assert take.attempts == 1 and take.flow_run_id not in (None, first.id)
+    inbox.gateway.complete(take.flow_run_id)
+    inbox.judge()
+    assert inbox.take("archive", "gone.png").attempts == 1
+
+
+# --- Prefect unreachable ----------------------------------------------------------------------
+
+
+def test_while_prefect_is_unreachable_submissions_back_off_together(inbox: Inbox, caplog) -> None:
+    """One probe per round for all waiting files, 1, 2, 4... s apart up to retry_max_s (8);
+    once Prefect answers, every waiting file is submitted and the back-off starts over."""
     caplog.set_level(logging.WARNING, logger="styledrop.sensor")
-    gate = Gate(prefect_api.api_url)  # shut: nothing listens on its port yet
-    with temporary_settings(updates={PREFECT_API_URL: gate.url}):
-        # The sensor's worker thread runs in a copy of this context: it talks through the gate.
-        start(sensors, settings_for(tmp_path))
-    try:
-        make_image(tmp_path / "inbox" / "patient.png")
-        processing = tmp_path / "processing"
-        wait_until(lambda: (processing / "patient.png.run.json").exists(), 20, "taken")
-        # Several attempts fail (backoff capped at 1 s here); the file waits in processing/.
-        wait_until(
-            lambda: sum("submitting patient.png failed" in m for m in caplog.messages) >= 3,
-            20,
-            "three failed submission attempts",
-        )
-        take = take_in(processing, "patient.png")
-        assert take.flow_run_id is None and (processing / "patient.png").exists()
-        gate.open()
-        take = wait_until(lambda: submitted(processing, "patient.png"), 20, "submitted once back")
-        assert read_run(take.flow_run_id).parameters["content"] == str(processing / "patient.png")
-    finally:
-        gate.shut()
+    inbox.gateway.down = True
+    inbox.drop("a.png")
+    inbox.drop("b.png", seed=1)
+    start = inbox.clock.now
+    inbox.step()
+    attempts = [0.0]
+    for _ in range(4 * 30):  # 30 s in quarter seconds
+        before = len(inbox.gateway.calls)
+        inbox.step(0.25)
+        attempts += [inbox.clock.now - start] * (len(inbox.gateway.calls) - before)
+    assert attempts == [0, 1, 3, 7, 15, 23]  # waits 1, 2, 4, 8, 8
+    assert inbox.files("processing") == ["a.png", "a.png.run.json", "b.png", "b.png.run.json"]
+    assert inbox.take("processing", "a.png").flow_run_id is None
+    assert sum("retry in" in m for m in caplog.messages) == len(attempts)
+
+    inbox.gateway.down = False
+    inbox.step(8)
+    assert inbox.gateway.submitted() == 2  # both at once, each with its own run
+    inbox.gateway.down = True
+    inbox.drop("c.png", seed=2)
+    inbox.step()
+    inbox.gateway.down = False
+    inbox.step(0.5)
+    assert inbox.gateway.submitted() == 2  # the back-off starts over at 1 s...
+    inbox.step(0.5)
+    assert inbox.gateway.submitted() == 3  # ...not at 8
 
 
-def test_names_are_never_overwritten(tmp_path: Path, sensors) -> None:
+def test_reading_states_while_prefect_is_unreachable_changes_nothing(inbox: Inbox) -> None:
+    inbox.drop("wait.png")
+    inbox.step()
+    run = inbox.run_of("wait.png")
+    inbox.gateway.complete(run.id)
+    inbox.gateway.down = True
+    for _ in range(3):
+        inbox.judge()
+    assert inbox.files("processing") == ["wait.png", "wait.png.run.json"]
+    inbox.gateway.down = False
+    inbox.judge()
+    assert inbox.files("archive") == ["wait.png", "wait.png.run.json"]
+
+
+# --- the same file again; names ---------------------------------------------------------------
+
+
+def test_a_file_dropped_again_after_failing_gets_a_new_run(inbox: Inbox) -> None:
+    data = make_image(inbox.root / "src.png", seed=3).read_bytes()
+    inbox.drop("again.png", data=data)
+    inbox.step()
+    first = inbox.take("processing", "again.png")
+    inbox.gateway.set(first.flow_run_id, "FAILED", "style 'mosaic' not in the gallery")
+    inbox.judge()
+    # Same bytes, same place: the key finds the failed run. A person dropping the file again
+    # wants it tried again, not the old failure back.
+    inbox.drop("again.png", data=data)
+    inbox.step()
+    second = inbox.take("processing", "again.png")
+    assert second.key == first.key and second.generation == 1
+    assert second.flow_run_id != first.flow_run_id
+    assert inbox.files("failed")[0] == "again.png"  # the first attempt stays on record
+
+
+def test_a_file_dropped_again_while_its_first_run_runs_shares_that_run(inbox: Inbox) -> None:
+    data = make_image(inbox.root / "src.png", seed=3).read_bytes()
+    inbox.drop("twice.png", data=data)
+    inbox.step()
+    inbox.drop("twice.png", data=data)
+    inbox.step()
+    first, second = inbox.take("processing", "twice.png"), inbox.take("processing", "twice-1.png")
+    assert second.flow_run_id == first.flow_run_id  # no second run for the same job
+    assert second.parameters["output"] == first.parameters["output"]
+    inbox.gateway.complete(first.flow_run_id)
+    inbox.judge()
+    assert inbox.files("archive") == sorted(
+        ["twice.png", "twice.png.run.json", "twice-1.png", "twice-1.png.run.json"]
+    )
+
+
+def test_an_earlier_drops_completed_run_with_its_result_is_reused(inbox: Inbox) -> None:
+    data = make_image(inbox.root / "src.png", seed=3).read_bytes()
+    inbox.drop("done.png", data=data)
+    inbox.step()
+    first = inbox.take("processing", "done.png")
+    inbox.gateway.complete(first.flow_run_id)
+    inbox.judge()
+    inbox.drop("done.png", data=data)
+    inbox.step()
+    assert inbox.take("processing", "done.png").flow_run_id == first.flow_run_id
+    inbox.judge()
+    assert inbox.gateway.submitted() == 1
+    assert inbox.files("archive") == sorted(
+        ["done.png", "done.png.run.json", "done-1.png", "done-1.png.run.json"]
+    )
+
+
+def test_the_same_photo_in_two_style_folders_is_two_runs(inbox: Inbox) -> None:
+    data = make_image(inbox.root / "src.png", seed=4).read_bytes()
+    inbox.drop("ink/same.png", data=data)
+    inbox.drop("wave/same.png", data=data)
+    inbox.step()
+    ink, wave = inbox.take("processing", "ink/same.png"), inbox.take("processing", "wave/same.png")
+    assert ink.content_sha256 == wave.content_sha256
+    assert ink.flow_run_id != wave.flow_run_id
+
+
+def test_names_are_never_overwritten(inbox: Inbox) -> None:
     """Two photos with one stem share a sidecar and an output name; a name already in
     archive/ gets a suffix. Nothing is overwritten, nothing is lost."""
-    start(sensors, settings_for(tmp_path))
-    inbox, p = tmp_path / "inbox" / "ink", tmp_path / "processing"
-    inbox.mkdir(parents=True)
-    (inbox / "photo.json").write_text('{"size": 40}')
-    make_image(inbox / "photo.png", seed=1)
-    (inbox / "photo.jpg").write_bytes(make_image(tmp_path / "x.png", seed=2).read_bytes())
-    png = wait_until(lambda: submitted(p, "ink/photo.png"), 20, "photo.png submitted")
-    # In processing/ it is photo-1.jpg: photo.json there is photo.png's sidecar.
-    jpg = wait_until(lambda: submitted_from(p, "ink/photo.jpg"), 20, "photo.jpg submitted")
-    outputs = {read_run(r.flow_run_id).parameters["output"] for r in (png, jpg)}
+    (inbox.root / "inbox" / "ink").mkdir(parents=True)
+    (inbox.root / "inbox" / "ink" / "photo.json").write_text('{"size": 40}')
+    inbox.drop("ink/photo.png", seed=1)
+    inbox.drop("ink/photo.jpg", seed=2)
+    inbox.step()
+    # In processing/ the jpg is photo-1.jpg: photo.json there is photo.png's sidecar.
+    png = inbox.take("processing", "ink/photo.png")
+    jpg = inbox.take("processing", "ink/photo-1.jpg")
+    assert jpg.inbox_rel == "ink/photo.jpg"
+    outputs = {inbox.gateway.runs[t.flow_run_id].parameters["output"] for t in (png, jpg)}
     assert outputs == {
-        str(tmp_path / "outputs/ink/photo.png"),
-        str(tmp_path / "outputs/ink/photo-1.png"),
+        str(inbox.root / "outputs/ink/photo.png"),
+        str(inbox.root / "outputs/ink/photo-1.png"),
     }
     for take in (png, jpg):  # each job kept the shared sidecar's settings
-        assert read_run(take.flow_run_id).parameters["options"] == {"size": 40}
-    assert not (inbox / "photo.json").exists()
+        assert inbox.gateway.runs[take.flow_run_id].parameters["options"] == {"size": 40}
+    assert not (inbox.root / "inbox" / "ink" / "photo.json").exists()
+    for take in (png, jpg):
+        inbox.gateway.complete(take.flow_run_id)
+    inbox.judge()
+    assert inbox.files("archive") == [
+        "ink/photo-1.jpg",
+        "ink/photo-1.jpg.run.json",
+        "ink/photo-1.json",
+        "ink/photo.json",
+        "ink/photo.png",
+        "ink/photo.png.run.json",
+    ]
+    inbox.drop("ink/photo.png", seed=3)  # the same name again, new content
+    inbox.step()
+    again = inbox.take("processing", "ink/photo.png")
+    output = inbox.gateway.runs[again.flow_run_id].parameters["output"]
+    assert output == str(inbox.root / "outputs/ink/photo-2.png")
+    inbox.gateway.complete(again.flow_run_id)
+    inbox.judge()
+    assert (inbox.root / "archive" / "ink" / "photo-1.png").exists()  # beside, not over
+    assert len(list((inbox.root / "outputs" / "ink").glob("photo*.png"))) == 3
 
-    complete(png.flow_run_id)
-    complete(jpg.flow_run_id)
-    archive = tmp_path / "archive" / "ink"
-    wait_until(lambda: len(list(archive.glob("photo*"))) == 6, 20, "both archived")
-    assert sorted(x.name for x in archive.iterdir()) == sorted(
-        [
-            "photo.png",
-            "photo.json",
-            "photo.png.run.json",
-            "photo-1.jpg",
-            "photo-1.json",
-            "photo-1.jpg.run.json",
-        ]
-    )
 
-    make_image(inbox / "photo.png", seed=3)  # the same name again, new content
-    again = wait_until(lambda: submitted(p, "ink/photo.png"), 20, "third submitted")
-    assert read_run(again.flow_run_id).parameters["output"] == str(
-        tmp_path / "outputs/ink/photo-2.png"
-    )
-    complete(again.flow_run_id)
-    wait_until((archive / "photo-1.png").exists, 20, "archived beside, not over, the first")
-    assert len(list((tmp_path / "outputs" / "ink").glob("photo*.png"))) == 3
+# --- recovery after a stop ------------------------------------------------------------------
+
+
+def test_a_restarted_sensor_tracks_running_runs_and_resubmits_vanished_ones(
+    inbox: Inbox,
+) -> None:
+    inbox.drop("alive.png")
+    inbox.drop("gone.png", seed=1)
+    inbox.step()
+    alive, gone = inbox.take("processing", "alive.png"), inbox.take("processing", "gone.png")
+    inbox.gateway.set(alive.flow_run_id, "RUNNING")
+    inbox.gateway.delete(gone.flow_run_id)
+
+    again = inbox.restart()
+    again.step()  # the first poll at once: alive is running, gone is gone...
+    again.step()  # ...and resubmitted
+    resubmitted = again.take("processing", "gone.png")
+    assert resubmitted.attempts == 1 and resubmitted.flow_run_id != gone.flow_run_id
+    assert again.take("processing", "alive.png").flow_run_id == alive.flow_run_id
+    assert inbox.gateway.submitted() == 3  # alive's run is tracked again, not duplicated
+    again.gateway.complete(alive.flow_run_id)
+    again.judge()
+    assert again.files("archive") == ["alive.png", "alive.png.run.json"]
+
+
+def test_recovery_submits_what_was_taken_but_not_submitted(inbox: Inbox) -> None:
+    """Stopped after the move (and the sidecar's) but before the bookkeeping was written,
+    and after the bookkeeping but before the submission."""
+    processing = inbox.root / "processing"
+    make_image(processing / "ink" / "moved.png")
+    (processing / "ink" / "moved.json").write_text('{"size": 40}')
+    inbox.gateway.down = True
+    inbox.drop("prepared.png", seed=1)
+    inbox.step()
+    assert inbox.take("processing", "prepared.png").flow_run_id is None
+    inbox.gateway.down = False
+
+    again = inbox.restart()
+    again.step()
+    moved = again.take("processing", "ink/moved.png")
+    assert moved.sidecar == "ink/moved.json"
+    assert again.gateway.runs[moved.flow_run_id].parameters["options"] == {"size": 40}
+    assert moved.history[0]["what"] == "found in processing/ without bookkeeping"
+    assert again.take("processing", "prepared.png").flow_run_id
+    assert again.gateway.submitted() == 2
+
+
+def test_recovery_finishes_a_finish_that_was_cut_short(inbox: Inbox) -> None:
+    """The decision (failed, where to) is saved before the files move: a sensor stopped
+    between the two moves them on its next start."""
+    inbox.drop("half.png")
+    inbox.step()
+    take = inbox.take("processing", "half.png")
+    take.outcome, take.reason, take.destination = "failed", "the run failed", "half.png"
+    (inbox.root / "processing" / "half.png.run.json").write_bytes(take.to_json())
+
+    inbox.restart()
+    assert inbox.files("processing") == []
+    assert inbox.files("failed") == ["half.png", "half.png.error.txt", "half.png.run.json"]
+    assert "Reason:   the run failed" in (inbox.root / "failed" / "half.png.error.txt").read_text()
+
+
+def test_recovery_fails_a_file_gone_from_processing(inbox: Inbox) -> None:
+    inbox.drop("vanish.png")
+    inbox.step()
+    (inbox.root / "processing" / "vanish.png").unlink()  # someone removed it
+    inbox.restart()
+    assert inbox.files("failed") == ["vanish.png.error.txt", "vanish.png.run.json"]
+    reason = inbox.take("failed", "vanish.png").reason
+    assert reason == "the file disappeared from processing/ before it finished"
+
+
+def test_recovery_leaves_a_file_with_unreadable_bookkeeping_alone(inbox: Inbox, caplog) -> None:
+    """Its bookkeeping is kept for a person to read, not overwritten by a fresh take; the
+    other files are recovered."""
+    processing = inbox.root / "processing"
+    make_image(processing / "odd.png")
+    (processing / "odd.png.run.json").write_text("{not json")
+    make_image(processing / "fine.png", seed=1)
+    again = inbox.restart()
+    again.step()
+    assert (processing / "odd.png.run.json").read_text() == "{not json"
+    assert [c["parameters"]["content"] for c in again.gateway.calls] == [
+        str(processing / "fine.png")
+    ]
+    assert any("unreadable bookkeeping processing/odd.png.run.json" in m for m in caplog.messages)

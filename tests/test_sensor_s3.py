@@ -1,6 +1,6 @@
 """The S3 inbox's parts: notification parsing, the webhook, moves on a real S3 HTTP API
 (moto's server on loopback, through s3fs), and the sensor's life cycle on a bucket against a
-real Prefect server with an unserved stand-in deployment (see test_sensor_lifecycle.py; the
+real Prefect server with an unserved stand-in deployment (see test_sensor_prefect.py; the
 real flow on S3 is in test_sensor_e2e.py)."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 raw), S3 -> EventBridge -> SQS, all over HTTP against moto's server (conftest's
 `s3_endpoint`: S3, SQS, SNS and EventBridge in one), and the S3 sensor against a real Prefect
 server with an unserved stand-in deployment (runs are created, not run; see
-test_sensor_lifecycle.py). The listing runs once at start and then every hour, so only events
+test_sensor_prefect.py). The listing runs once at start and then every hour, so only events
 can make a file be taken. Tests avoid moto's known differences from AWS (see
 shared/ENVIRONMENT.md): nothing here depends on how it encodes keys or how many events it
 sends for a multipart upload."""

@@ -326,6 +326,7 @@ class Lifecycle:
                 take = Take.from_json(self.store.read_bytes(PROCESSING, name))
             except (ValueError, TypeError) as exc:
                 log.error("unreadable bookkeeping processing/%s (%s); left alone", name, exc)
+                claimed.add(name[: -len(BOOKKEEPING_SUFFIX)])  # not taken afresh over it
                 continue
             take.rel = name[: -len(BOOKKEEPING_SUFFIX)]
             claimed.update({take.rel, take.sidecar or ""})
