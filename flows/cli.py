@@ -49,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # STYLEDROP_* settings are checked when first loaded
         print(f"styledrop: error: bad settings:\n{settings_errors(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from flows.api_auth import refusal
+
+        sentence = refusal(exc)
+        if sentence is None:
+            raise
+        # A missing or wrong PREFECT_API_AUTH_STRING, wherever it surfaced: one sentence.
+        print(f"styledrop: error: {sentence}", file=sys.stderr)
+        return 1
 
 
 def settings_errors(exc: ValidationError) -> str:

@@ -255,6 +255,18 @@ class Settings(BaseSettings):
         return f"http://{self.host}:{self.prefect_port}"
 
 
+def is_loopback(host: str) -> bool:
+    """True for an interface only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve to anything
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()

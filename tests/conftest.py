@@ -168,17 +168,20 @@ class PrefectServer:
 
 
 def start_prefect_server(
-    home: Path, database_url: str | None = None, port: int | None = None
+    home: Path,
+    database_url: str | None = None,
+    port: int | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> PrefectServer:
     """A real `prefect server start` on `port` (by default a free loopback port): on SQLite in
     ``home``, or on the database at ``database_url`` (PostgreSQL: see
-    ``postgres_prefect_server``). The same home and port again: the same server restarted (its
-    log is appended to)."""
+    ``postgres_prefect_server``), with ``extra_env`` (e.g. PREFECT_SERVER_API_AUTH_STRING).
+    The same home and port again: the same server restarted (its log is appended to)."""
     import httpx
 
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false")
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false", **(extra_env or {}))
     env.pop("PREFECT_API_URL", None)
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url

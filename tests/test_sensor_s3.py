@@ -5,6 +5,7 @@ real flow on S3 is in test_sensor_e2e.py)."""
 
 from __future__ import annotations
 
+import http.client
 from pathlib import Path
 from urllib.parse import quote_plus
 from uuid import UUID
@@ -114,6 +115,28 @@ def test_webhook_token_is_required_when_set(s3_settings: Settings, caplog) -> No
         assert "s3cr3t-t0ken" not in caplog.text
         src.poll(0.0)
         assert src.poll(1.0) == ["t.png"]  # only the authorised post was noted
+    finally:
+        server.stop()
+
+
+def test_webhook_without_a_token_stays_on_loopback_and_refuses_bad_lengths(
+    s3_settings: Settings,
+) -> None:
+    src = source("", s3_settings)
+    for host in ("0.0.0.0", "192.168.1.20", "::", "webhook.example"):
+        with pytest.raises(ValueError, match="STYLEDROP_S3_WEBHOOK_TOKEN"):
+            NotificationServer(host, 0, src.handle_notification)
+    server = NotificationServer("127.0.0.1", 0, src.handle_notification)
+    server.start()
+    host, port = server.httpd.server_address[:2]
+    try:
+        for length in ("-1", "abc", "1e3"):
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            conn.putrequest("POST", "/")
+            conn.putheader("Content-Length", length)
+            conn.endheaders()
+            assert conn.getresponse().status == 400, length
+            conn.close()
     finally:
         server.stop()
 

@@ -81,8 +81,15 @@ def test_up_stylises_the_samples_and_ctrl_c_stops_everything(
         assert httpx.get(f"{urls['prefect_api']}/health", timeout=10).status_code == 200
         assert httpx.get(urls["prefect_ui"], timeout=10).status_code == 200
         assert httpx.get(f"{urls['dashboard']}/_stcore/health", timeout=10).text == "ok"
-        image = httpx.get(f"{urls['files']}/landscape.png", timeout=10)
+        # File links are signed with the stack's own secret, made once in its home.
+        from flows.settings import Settings
+        from flows.storage import Storage
+
+        port = int(env["STYLEDROP_DASHBOARD_PORT"])
+        flow_side = Storage(urls["outputs"], Settings(data_dir=data, dashboard_port=port))
+        image = httpx.get(flow_side.public_url("landscape.png"), timeout=10)
         assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert httpx.get(f"{urls['files']}/landscape.png", timeout=10).status_code == 403
         deployment = httpx.get(f"{urls['prefect_api']}/deployments/name/stylize/stylize")
         assert deployment.status_code == 200
         printed = log.read_text()

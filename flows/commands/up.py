@@ -25,6 +25,7 @@ import time
 
 from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS, plain
 from flows import stack
+from flows.api_auth import AUTH_VARIABLE, SERVER_AUTH_VARIABLE, auth_headers
 from flows.samples import sample_outcome, seed_samples
 from flows.settings import Settings, get_settings
 
@@ -76,6 +77,11 @@ def say(message: str) -> None:
 def child_env(settings: Settings, layout: Layout) -> dict[str, str]:
     api = f"{settings.prefect_ui_url}/api"
     env = dict(os.environ)
+    # From the environment only: the stack runs on a Prefect home of its own, so a profile
+    # elsewhere does not apply to it. The server's variable alone protects the stack too.
+    secret = os.environ.get(AUTH_VARIABLE) or os.environ.get(SERVER_AUTH_VARIABLE)
+    if secret:
+        env[AUTH_VARIABLE] = secret  # every child sends it
     env.update(
         PREFECT_API_URL=api,
         PREFECT_UI_API_URL=api,
@@ -98,14 +104,19 @@ def plan(settings: Settings, layout: Layout) -> tuple[stack.ChildSpec, list[stac
 
     env = child_env(settings, layout)
     api = env["PREFECT_API_URL"]
+    headers = auth_headers(env.get(AUTH_VARIABLE))
     host = settings.host
     styledrop = [sys.executable, "-m", "flows.cli"]
 
     def ok(url: str, *, below: int = 300) -> bool:
-        return httpx.get(url, timeout=2).status_code < below
+        return httpx.get(url, headers=headers, timeout=2).status_code < below
 
     server_env = dict(env)
     server_env.pop("PREFECT_API_URL")  # the server is the API; it must not look for another
+    # With an auth string the server answers only clients that send it (Prefect's basic auth).
+    server_env.pop(SERVER_AUTH_VARIABLE, None)
+    if env.get(AUTH_VARIABLE):
+        server_env[SERVER_AUTH_VARIABLE] = env[AUTH_VARIABLE]
     server = stack.ChildSpec(
         "prefect-server",
         [
@@ -134,7 +145,7 @@ def plan(settings: Settings, layout: Layout) -> tuple[stack.ChildSpec, list[stac
             "worker",
             [*styledrop, "worker"],
             env,
-            ready=lambda: worker_online(api, settings.work_pool),
+            ready=lambda: worker_online(api, settings.work_pool, headers),
         ),
         # The sensor lists the inbox's backlog when it starts: being alive is enough.
         stack.ChildSpec("watch", [*styledrop, "watch"], env),
@@ -155,10 +166,11 @@ def plan(settings: Settings, layout: Layout) -> tuple[stack.ChildSpec, list[stac
     return server, others
 
 
-def worker_online(api: str, pool: str) -> bool:
+def worker_online(api: str, pool: str, headers: dict[str, str]) -> bool:
     import httpx
 
-    workers = httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}, timeout=2)
+    url = f"{api}/work_pools/{pool}/workers/filter"
+    workers = httpx.post(url, json={}, headers=headers, timeout=2)
     return workers.status_code == 200 and any(w["status"] == "ONLINE" for w in workers.json())
 
 
@@ -270,11 +282,13 @@ def install_recovery(settings: Settings, layout: Layout) -> str:
     env = child_env(settings, layout)
     for key in (
         "PREFECT_API_URL",
+        AUTH_VARIABLE,
         "PREFECT_HOME",
         "PREFECT_SERVER_ANALYTICS_ENABLED",
         "DO_NOT_TRACK",
     ):
-        os.environ[key] = env[key]
+        if key in env:
+            os.environ[key] = env[key]
     try:
         from flows.scaleout import ensure_recovery_automation
 

@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     with _prefect_api(f"{settings.prefect_ui_url}/api"):
+        refused = _refusal()
+        if refused:
+            logging.getLogger("styledrop.sensor").error("cannot start: %s", refused)
+            return 2
         try:
             running = start_s3_sensor(settings) if args.s3 else start_folder_sensor(settings)
         except (ValueError, OSError) as exc:
@@ -73,6 +77,21 @@ def _prefect_api(fallback: str) -> Iterator[None]:
     logging.getLogger("styledrop.sensor").info("PREFECT_API_URL not set; using %s", fallback)
     with temporary_settings(updates={PREFECT_API_URL: fallback}):
         yield
+
+
+def _refusal() -> str | None:
+    """The sentence to stop with when the API refuses our credentials. An unreachable API is
+    no reason to stop: the sensor keeps files waiting until it answers."""
+    from prefect import get_client
+
+    from flows.api_auth import refusal
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.api_version()  # behind the API's auth, unlike /health
+    except Exception as exc:  # noqa: BLE001 - only a refusal matters here
+        return refusal(exc)
+    return None
 
 
 def _flush_events() -> None:

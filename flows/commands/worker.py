@@ -117,7 +117,9 @@ def setup_and_supervise(args: argparse.Namespace, settings: Settings, api: str) 
 
             say(setup_alerts(settings))
     except Exception as exc:  # noqa: BLE001 - one readable line, not a traceback
-        say(f"error: cannot set up on {api}: {exc}")
+        from flows.api_auth import refusal
+
+        say(f"error: {refusal(exc) or f'cannot set up on {api}: {exc}'}")
         return 1
     if args.setup_only:
         return 0

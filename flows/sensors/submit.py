@@ -11,6 +11,7 @@ from uuid import UUID
 
 import httpx
 
+from flows.api_auth import refusal
 from flows.deployment import DEPLOYMENT, RunView
 
 log = logging.getLogger("styledrop.sensor")
@@ -64,6 +65,8 @@ class PrefectGateway:
             ) from exc
         except httpx.HTTPStatusError as exc:
             code = exc.response.status_code
+            if code in (401, 403):  # credentials, not the file: keep it waiting
+                raise SubmitError(refusal(exc) or "refused", retryable=True) from exc
             detail = _detail(exc.response)
             if code >= 500 or code in (408, 409, 425, 429):
                 raise SubmitError(f"Prefect answered {code}: {detail}", retryable=True) from exc

@@ -4,9 +4,9 @@ them to a webhook; AWS cannot: it sends to a queue, see sqs.py). POST an event m
 is no S3 event. GET and HEAD answer 200 (health; MinIO probes its targets with HEAD).
 
 With a token, a POST must carry ``Authorization: Bearer <token>`` (what MinIO sends for
-MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN), else 401. It only hands the payload to ``handle`` (which
-notes keys and returns at once); the sensor's worker thread does the rest, so a slow Prefect
-never makes the sender wait or retry.
+MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN), else 401; without one it listens on loopback only. It only
+hands the payload to ``handle`` (which notes keys and returns at once); the sensor's worker
+thread does the rest, so a slow Prefect never makes the sender wait or retry.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from flows.settings import is_loopback
+
 log = logging.getLogger("styledrop.sensor")
 
 MAX_BODY = 1 << 20  # S3 notifications are small; refuse anything silly
@@ -31,6 +33,12 @@ class NotificationServer:
         self, host: str, port: int, handle: Callable[[bytes], int], token: SecretStr | None = None
     ) -> None:
         secret = token.get_secret_value() if token is not None else ""
+        if not secret and not is_loopback(host):
+            raise ValueError(
+                f"the S3 notification webhook would take unauthenticated posts on {host}: set "
+                "STYLEDROP_S3_WEBHOOK_TOKEN (MinIO sends it as MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN), "
+                "or STYLEDROP_S3_WEBHOOK_PORT=0 for no webhook"
+            )
         handler = _handler_class(handle, f"Bearer {secret}".encode() if secret else None)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -74,7 +82,11 @@ def _handler_class(
                     log.warning("webhook: refused a POST without the right bearer token")
                     self._reply(401, {"error": "missing or wrong bearer token"}, bearer=True)
                     return
-            length = int(self.headers.get("Content-Length") or 0)
+            text = (self.headers.get("Content-Length") or "0").strip()
+            length = int(text) if text.isdigit() else -1
+            if length < 0:
+                self._reply(400, {"error": "a POST needs a Content-Length"})
+                return
             if length > MAX_BODY:
                 self._reply(413, {"error": f"body over {MAX_BODY} bytes"})
                 return
