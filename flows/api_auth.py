@@ -17,14 +17,6 @@ AUTH_VARIABLE = "PREFECT_API_AUTH_STRING"
 SERVER_AUTH_VARIABLE = "PREFECT_SERVER_API_AUTH_STRING"
 
 
-def auth_string() -> str | None:
-    """The client's auth string (the environment or the active Prefect profile), or None."""
-    from prefect.settings import get_current_settings
-
-    secret = get_current_settings().api.auth_string
-    return (secret.get_secret_value() or None) if secret is not None else None
-
-
 def auth_headers(secret: str | None) -> dict[str, str]:
     """The header Prefect's client sends for ``secret`` (none without one)."""
     if not secret:
