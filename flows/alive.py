@@ -25,7 +25,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from flows.settings import PROJECT_ROOT, Settings
+
 ALIVE_EVENT = "styledrop.run.alive"
+LOST_RUN_AUTOMATION_FILE = PROJECT_ROOT / "deployments" / "recover-lost-runs.yaml"
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,18 @@ def keep_alive(interval_s: float) -> Iterator[None]:
 
 # The lost-run automation's message (deployments/recover-lost-runs.yaml; a test keeps them equal).
 RESCHEDULED_MESSAGE = "No heartbeat from this run"
+
+
+def lost_run_automation(settings: Settings) -> Any:
+    """deployments/recover-lost-runs.yaml as an ``AutomationCore``, with the silence window
+    from the settings (flows/server_setup.py installs it)."""
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    data = yaml.safe_load(LOST_RUN_AUTOMATION_FILE.read_text())
+    # The window is checked against the heartbeat when the settings are loaded.
+    data["trigger"]["within"] = settings.lost_run_after_s
+    return AutomationCore.model_validate(data)
 
 
 def state_before_false_reschedule() -> Any:

@@ -65,9 +65,20 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
     )
     _display_name = "styledrop warm GPU worker"
 
-    def __init__(self, *args: Any, settings: Settings | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        work_pool_name: str,
+        *,
+        limit: int | None = None,
+        settings: Settings | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.settings = settings or get_settings()
+        # Runs are taken when due, not ahead: a run another worker could start now must not
+        # wait behind this worker's current job. No limit given (`prefect worker start`
+        # without --limit): the GPU's slots, never unlimited.
+        kwargs["prefetch_seconds"] = 0
+        super().__init__(work_pool_name, limit=limit or self.settings.gpu_slots, **kwargs)
         self.active: dict[str, FlowRun] = {}  # flow run id -> run, while its thread runs
         self.gpu_broken = False
         self._stylize_ids: set[Any] = set()  # flow ids known to be `stylize`
@@ -125,8 +136,19 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
             self.gpu_broken = True
             self._logger.error("the GPU is unusable after a failed run (a CUDA error): stopping")
 
-    async def serve(self, grace: float, stop: StopRequest) -> int:
+    async def start(
+        self, run_once: bool = False, with_healthcheck: bool = False, printer: Any = print
+    ) -> None:
+        """What `prefect worker start --type styledrop` runs: ``serve`` with the grace from
+        STYLEDROP_WORKER_GRACE_S, exiting 1 when the GPU broke. ``run_once`` is not supported;
+        Prefect's CLI serves ``--with-healthcheck`` itself."""
+        if code := await self.serve(self.settings.worker_grace_s):
+            raise SystemExit(code)
+
+    async def serve(self, grace: float) -> int:
         """Poll, run, and stop as the module docstring says. Returns the exit code."""
+        stop = StopRequest()
+        stop.install()
         async with self:
             await asyncio.to_thread(warm_up, self.settings, self._logger)
             self._started_event = await self._emit_worker_started_event()
@@ -336,18 +358,7 @@ class StopRequest:
 def serve_worker(pool: str, name: str, limit: int, grace: float) -> int:
     """Run one warm worker in this process until it is stopped; returns the exit code."""
 
-    async def main() -> int:
-        stop = StopRequest()
-        stop.install()
-        worker = StyledropWorker(
-            work_pool_name=pool,
-            name=name,
-            limit=limit,
-            create_pool_if_not_found=False,
-            # Runs are taken when due, not ahead: a run another worker could start now must not
-            # wait behind this worker's current job.
-            prefetch_seconds=0,
-        )
-        return await worker.serve(grace, stop)
+    async def main() -> int:  # the worker is made on the loop (it holds anyio events)
+        return await StyledropWorker(pool, name=name, limit=limit).serve(grace)
 
     return asyncio.run(main())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
-from flows import alerts
+from flows import server_setup
 from flows.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -63,26 +63,26 @@ def alerting(prefect_api, receiver: Receiver) -> Iterator[Settings]:
         alert_failure_window_s=120,
         alert_wait_s=10,  # Prefect's minimum for a proactive trigger
     )
-    said = alerts.setup_alerts(settings)
+    said = server_setup.set_up_alerts(settings)
     assert "created 'styledrop-alert-failing-runs'" in said or "updated" in said
     yield settings
-    said = alerts.setup_alerts(Settings(alert_webhook_url=""))
+    said = server_setup.set_up_alerts(Settings(alert_webhook_url=""))
     assert "removed 2 earlier alert automation(s)" in said
 
 
 def test_no_webhook_no_alerts(prefect_api):
     from prefect.client.orchestration import get_client
 
-    assert "alerts off" in alerts.setup_alerts(Settings(alert_webhook_url=""))
+    assert "alerts off" in server_setup.set_up_alerts(Settings(alert_webhook_url=""))
     with get_client(sync_client=True) as client:
-        for name in alerts.alert_names():
+        for name in server_setup.alert_names():
             assert client.read_automations_by_name(name) == []
 
 
 def test_setup_is_idempotent_and_keeps_the_url_secret(alerting, receiver):
     from prefect.client.orchestration import get_client
 
-    again = alerts.setup_alerts(alerting)
+    again = server_setup.set_up_alerts(alerting)
     assert "updated 'styledrop-alert-failing-runs'" in again
     with get_client(sync_client=True) as client:
         [failing] = client.read_automations_by_name("styledrop-alert-failing-runs")

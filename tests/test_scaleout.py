@@ -1,7 +1,8 @@
 """Scale-out end to end on one machine: a real Prefect server on PostgreSQL (as
-docs/scale-out.md runs it for many machines), the administrator's setup (`styledrop worker
---setup-only`, then `prefect deploy` with deployments/prefect.yaml), warm `styledrop worker`
-processes on the styledrop work pool, and S3 storage on moto's HTTP server.
+docs/scale-out.md runs it for many machines), the administrator's setup (`prefect work-pool
+create --type styledrop`, `styledrop worker --setup-only`, then `prefect deploy` with
+deployments/prefect.yaml), warm `styledrop worker` processes on the styledrop work pool, and
+S3 storage on moto's HTTP server.
 
 Timing: flow runs send an alive event every 2 s (STYLEDROP_HEARTBEAT_S) and the lost-run
 automation waits 30 s of silence (STYLEDROP_LOST_RUN_AFTER_S): far more than a loaded 2-core
@@ -111,7 +112,16 @@ def cluster(
     s3 = boto3.client("s3", endpoint_url=endpoint, **_boto_region(aws))
     s3.create_bucket(Bucket=BUCKET)
     try:
-        # Pool + automation, then the deployment exactly as the docs say.
+        # As the docs say: the pool with Prefect's own CLI, our automations (and the
+        # deployment), then the deployment with Prefect's CLI too.
+        pool = subprocess.run(
+            [sys.executable, "-m", "prefect", "work-pool", "create", "--type", "styledrop", POOL],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert pool.returncode == 0, pool.stdout + pool.stderr
         setup = subprocess.run(
             [sys.executable, "-m", "flows.cli", "worker", "--setup-only", "--gpus", "none"],
             env=env,

@@ -9,6 +9,8 @@ from datetime import timedelta
 import pytest
 
 from flows import scaleout
+from flows.alive import lost_run_automation
+from flows.server_setup import deployment_spec
 from flows.settings import Settings
 
 
@@ -48,7 +50,7 @@ def test_without_a_gpu_one_cpu_worker_that_hides_every_gpu() -> None:
 
 
 def test_the_deployment_comes_from_prefect_yaml_on_the_styledrop_pool_type() -> None:
-    spec = scaleout.deployment_spec()
+    spec = deployment_spec()
     assert spec["name"] == "stylize" and spec["entrypoint"] == "flows/stylize.py:stylize"
     assert spec["work_pool"]["name"] == Settings().work_pool
 
@@ -57,12 +59,12 @@ def test_the_deployment_names_everyone_submits_to_are_the_flow_and_prefect_yaml_
     from flows.deployment import DEPLOYMENT, DEPLOYMENT_NAME, FLOW_NAME
     from flows.stylize import stylize
 
-    assert scaleout.deployment_spec()["name"] == DEPLOYMENT_NAME
+    assert deployment_spec()["name"] == DEPLOYMENT_NAME
     assert stylize.name == FLOW_NAME and DEPLOYMENT == "stylize/stylize"
 
 
 def test_the_recovery_automation_takes_its_window_from_the_settings() -> None:
-    spec = scaleout.recovery_automation_spec(Settings(heartbeat_s=30, lost_run_after_s=90))
+    spec = lost_run_automation(Settings(heartbeat_s=30, lost_run_after_s=90))
     assert spec.name == "styledrop-recover-lost-runs"
     assert spec.trigger.posture == "Proactive"
     assert spec.trigger.within == timedelta(seconds=90)
@@ -80,12 +82,10 @@ def test_the_recovery_automation_takes_its_window_from_the_settings() -> None:
     )
 
 
-
-
 def test_the_automation_message_is_the_one_the_flow_looks_for() -> None:
     from flows.alive import RESCHEDULED_MESSAGE
 
-    (action,) = scaleout.recovery_automation_spec(Settings()).actions
+    (action,) = lost_run_automation(Settings()).actions
     assert action.message.startswith(RESCHEDULED_MESSAGE)
 
 

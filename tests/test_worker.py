@@ -3,7 +3,8 @@
 its own process (no subprocess) with progress, preview and summary artifacts; a cancel request
 ends a run Cancelled within seconds and the worker goes on with the next job. A run that fails
 with the GPU left unusable stops the worker with a non-zero exit code. Several GPUs: a worker
-process each, and never two workers on one GPU.
+process each, and never two workers on one GPU. Prefect's own CLI creates a pool of the
+styledrop type and starts the same warm worker.
 """
 
 from __future__ import annotations
@@ -173,8 +174,8 @@ def test_a_failure_that_leaves_the_gpu_unusable_stops_the_worker(
     """The worker in this process on a pool and deployment of its own. No GPU can run here, so
     the GPU check is replaced by one that reports a broken GPU (a CUDA error); the failed run
     is a real one (its input does not exist)."""
-    from flows import scaleout
     from flows import worker as warm
+    from flows.server_setup import ensure_pool
     from flows.settings import get_settings
     from flows.stylize import stylize
 
@@ -187,7 +188,7 @@ def test_a_failure_that_leaves_the_gpu_unusable_stops_the_worker(
         return False
 
     monkeypatch.setattr(warm, "gpu_usable", broken_gpu)
-    scaleout.ensure_work_pool("cuda-test")
+    ensure_pool("cuda-test")
     deployment = client.create_deployment(
         flow_id=client.create_flow_from_name(stylize.name),
         name="cuda-test",
@@ -248,5 +249,67 @@ def test_one_worker_process_per_gpu_and_never_two_on_one_gpu(prefect_api, tmp_pa
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(90) == 0, log.read_text()
         assert not [p for p in children if pid_alive(p)]
+    finally:
+        stop_process(proc)
+
+
+@pytest.mark.timeout(300)
+def test_prefects_own_cli_makes_the_pool_and_starts_the_same_warm_worker(
+    prefect_api, client, tmp_path: Path  # noqa: F811
+) -> None:
+    """`prefect work-pool create --type styledrop` and `prefect worker start --type styledrop`
+    (the `prefect.collections` entry point): the model is loaded once, runs execute in the
+    worker's process, and SIGTERM (grace STYLEDROP_WORKER_GRACE_S) hands a running job back."""
+    env = prefect_api.env()
+    env.update(
+        STYLEDROP_STORAGE=str(tmp_path / "out"),
+        STYLEDROP_WORKER_GRACE_S="1",
+        STYLEDROP_PROGRESS_INTERVAL_S="0.3",
+        PYTHONUNBUFFERED="1",
+    )
+    prefect = [sys.executable, "-m", "prefect"]
+    made = subprocess.run(
+        [*prefect, "work-pool", "create", "--type", "styledrop", "cli-test"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert client.read_work_pool("cli-test").type == "styledrop"
+    deployment = client.create_deployment(
+        flow_id=client.create_flow_from_name("stylize"), name="cli-test", work_pool_name="cli-test"
+    )
+    log = tmp_path / "cli-worker.log"
+    proc = subprocess.Popen(
+        [*prefect, "worker", "start", "--pool", "cli-test", "--type", "styledrop", "--name", "cli"],
+        env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    store = Storage(str(tmp_path / "out"))
+
+    def run(options: dict[str, Any], seed: int) -> str:
+        content = make_image(tmp_path / f"c{seed}.png", (48, 40), seed=seed)
+        style = make_image(tmp_path / f"s{seed}.png", (48, 48), seed=seed + 1)
+        parameters = {"content": str(content), "styles": [str(style)], "options": options}
+        return str(client.create_flow_run_from_deployment(deployment, parameters=parameters).id)
+
+    try:
+        wait_until(lambda: "worker 'cli' ready" in log.read_text(), 180, "the worker", 0.3)
+        done = run(FAST, seed=11)
+        wait_until(lambda: read_run(client, done).state.is_final(), 120, "the first job")
+        finished = read_run(client, done)
+        assert finished.state.is_completed(), finished.state
+        assert finished.infrastructure_pid == str(proc.pid)
+
+        endless = run(ENDLESS, seed=13)
+        wait_until(
+            lambda: store.exists(storage.run_link_path(endless))
+            and read_run(client, endless).state.is_running(),
+            120, "the endless job to run", 0.3,
+        )  # fmt: skip
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(90) == 0, log.read_text()
+        state = read_run(client, endless).state
+        assert state.name == "AwaitingRetry" and "worker was stopped" in state.message, state
+        assert log.read_text().count("loaded on cpu") == 1, log.read_text()  # warm: once
+        client.delete_flow_run(endless)
     finally:
         stop_process(proc)

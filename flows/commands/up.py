@@ -275,37 +275,22 @@ def start_all(
     stack.wait_ready(started, timeout, cancelled=lambda: bool(stop))
 
 
-def install_recovery(settings: Settings, layout: Layout) -> str:
-    """The lost-run automation on our server (runs of a killed `up` are rescheduled and
-    picked up by the next one). Best effort: the stack works without it."""
+def set_up_server(settings: Settings, layout: Layout) -> None:
+    """The lost-run automation (runs of a killed `up` are rescheduled and picked up by the next
+    one) and the alerts on our server; the worker registers the pool and the deployment. Best
+    effort: the stack works without them."""
     # This process talks to its own server only, like the children.
     env = child_env(settings, layout)
-    for key in (
-        "PREFECT_API_URL",
-        AUTH_VARIABLE,
-        "PREFECT_HOME",
-        "PREFECT_SERVER_ANALYTICS_ENABLED",
-        "DO_NOT_TRACK",
-    ):
+    for key in ("PREFECT_API_URL", AUTH_VARIABLE, "PREFECT_HOME"):
         if key in env:
             os.environ[key] = env[key]
+    from flows.server_setup import set_up
+
     try:
-        from flows.scaleout import ensure_recovery_automation
-
-        return ensure_recovery_automation(settings, update=False)
+        for done in set_up(settings, pool=None, update=False, alerts=True):
+            say(done)
     except Exception as exc:  # noqa: BLE001
-        return f"could not install the lost-run automation: {exc}"
-
-
-def install_alerts(settings: Settings) -> str:
-    """The alert automations (flows/alerts.py) on our server, after install_recovery pointed
-    this process at it. Best effort: the stack works without them."""
-    try:
-        from flows.alerts import setup_alerts
-
-        return setup_alerts(settings)
-    except Exception as exc:  # noqa: BLE001
-        return f"could not set up the alerts: {exc}"
+        say(f"could not set up the lost-run automation and the alerts: {exc}")
 
 
 def write_status(layout: Layout, children: list[stack.Child], urls: dict[str, str]) -> None:
@@ -363,8 +348,7 @@ def run(args: argparse.Namespace) -> int:
         server, others = plan(settings, layout)
         say("starting the Prefect server...")
         start_all([server], layout, children, stop, args.timeout)
-        say(install_recovery(settings, layout))
-        say(install_alerts(settings))
+        set_up_server(settings, layout)
         say("starting the worker, watch and the dashboard...")
         start_all(others, layout, children, stop, args.timeout)
         urls = print_urls(settings, layout)

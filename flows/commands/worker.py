@@ -4,9 +4,9 @@ all pointed at a shared Prefect server (PREFECT_API_URL) and shared storage
 (STYLEDROP_STORAGE=s3://...). `styledrop up` runs the same worker locally.
 
 At start it makes sure the pool (of styledrop's worker type), the `stylize/stylize`
-deployment (deployments/prefect.yaml) and the lost-run automation exist (idempotent).
-``--setup-only`` is the administrator's one-time step: all three created or updated to this
-checkout and these settings, then exit.
+deployment (deployments/prefect.yaml) and the lost-run automation exist
+(``flows.server_setup``, idempotent). ``--setup-only`` is the administrator's one-time step:
+those and the alerts created or updated to this checkout and these settings, then exit.
 
 With one device (a CPU machine, one GPU, or ``--gpus ID``) the worker runs in this process;
 with several, one child process per GPU (`styledrop worker --gpus ID`), each seeing only its
@@ -108,14 +108,11 @@ def setup_and_supervise(args: argparse.Namespace, settings: Settings, api: str) 
     slots = scaleout.plan_workers(name, gpus, args.limit)
     say(f"Prefect API {api}; storage {settings.storage_root}")
     try:
-        if scaleout.ensure_work_pool(args.pool):
-            say(f"created work pool {args.pool!r}")
-        say(scaleout.ensure_deployment(args.pool, update=args.setup_only))
-        say(scaleout.ensure_recovery_automation(settings, update=args.setup_only))
-        if args.setup_only:
-            from flows.alerts import setup_alerts
+        from flows.server_setup import set_up
 
-            say(setup_alerts(settings))
+        admin = args.setup_only
+        for done in set_up(settings, pool=args.pool, update=admin, alerts=admin):
+            say(done)
     except Exception as exc:  # noqa: BLE001 - one readable line, not a traceback
         from flows.api_auth import refusal
 
