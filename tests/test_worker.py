@@ -255,7 +255,7 @@ def test_one_worker_process_per_gpu_and_never_two_on_one_gpu(prefect_api, tmp_pa
 
 @pytest.mark.timeout(300)
 def test_prefects_own_cli_makes_the_pool_and_starts_the_same_warm_worker(
-    prefect_api, client, tmp_path: Path  # noqa: F811
+    prefect_api, client, tmp_path: Path
 ) -> None:
     """`prefect work-pool create --type styledrop` and `prefect worker start --type styledrop`
     (the `prefect.collections` entry point): the model is loaded once, runs execute in the
