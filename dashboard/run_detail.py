@@ -9,8 +9,9 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import ui, views
-from dashboard.api import Run
+from dashboard.api import Artifacts
 from dashboard.store import JobFolder
+from flows.deployment import RunView
 from flows.gallery import UnknownStyleError, resolve_style
 from flows.naming import style_name
 
@@ -53,7 +54,10 @@ def _status(run_id: str, was_final: bool) -> None:
     if run.is_final and not was_final:
         # Finished since the page was drawn: redraw the whole page without the refresh timer.
         st.rerun()
-    progress = ui.guarded(lambda: api.progress([run.id]), "Could not read the progress") or {}
+    artifacts = (
+        ui.guarded(lambda: api.artifacts([run.id]), "Could not read the progress") or Artifacts()
+    )
+    progress = artifacts.progress
     pct = views.progress_for(run, progress)
 
     st.markdown(
@@ -83,12 +87,12 @@ def _status(run_id: str, was_final: bool) -> None:
     with style_col:
         _styles(run)
     with result_col:
-        _picture(run, job, result)
+        _picture(run, job, result, artifacts.previews.get(run.id))
     if job is not None:
         _job_details(job, result)
 
 
-def _photo(run: Run, job: JobFolder | None) -> None:
+def _photo(run: RunView, job: JobFolder | None) -> None:
     """The flow's copy of the photo (it survives the original's move to archive/), or the
     upload itself before the flow has made one."""
     name = views.photo_name(run.parameters)
@@ -107,7 +111,7 @@ def _photo(run: Run, job: JobFolder | None) -> None:
         st.caption(f"Photo: {name} (shown {later})")
 
 
-def _styles(run: Run) -> None:
+def _styles(run: RunView) -> None:
     styles = [str(s) for s in run.parameters.get("styles") or []] or [ui.settings().default_style]
     blend = (run.parameters.get("options") or {}).get("style_blend")
     weights = blend if blend and len(blend) == len(styles) else [None] * len(styles)
@@ -130,14 +134,16 @@ def _style_image(style: str) -> bytes | str | None:
     return ui.guarded(lambda: ui.store().read_location(style), "Could not read the style")
 
 
-def _cancel_button(run: Run) -> None:
+def _cancel_button(run: RunView) -> None:
     if st.button("Cancel run", key="cancel", type="secondary", icon=":material/stop_circle:"):
         state = ui.guarded(lambda: ui.api().cancel(run), "Could not cancel the run")
         if state:
             st.success(f"Asked Prefect to stop the run (now {state}).")
 
 
-def _picture(run: Run, job: JobFolder | None, result: bytes | None) -> None:
+def _picture(
+    run: RunView, job: JobFolder | None, result: bytes | None, preview: str | None
+) -> None:
     """The result when there is one, else the latest preview: bytes from storage, or the
     preview URL from the image artifact when the storage has nothing (yet)."""
     data, caption = result, "Result"
@@ -147,9 +153,8 @@ def _picture(run: Run, job: JobFolder | None, result: bytes | None) -> None:
     if data:
         st.image(data, caption=caption, width="stretch")
         return
-    previews = ui.guarded(lambda: ui.api().previews([run.id]), "Could not read the preview") or {}
-    if run.id in previews:
-        st.image(previews[run.id], caption="Latest preview", width="stretch")
+    if preview:
+        st.image(preview, caption="Latest preview", width="stretch")
     elif not run.is_final:
         st.caption("Result: the first preview appears after a few steps.")
 

@@ -1,6 +1,7 @@
-"""Streamlit glue shared by the pages: one API client per API URL, the storage, error display
-and the random-backbone banner. Pages call `guarded(...)` around anything that talks to Prefect
-or the storage so a failure reads as a sentence in the page, never as a traceback."""
+"""Streamlit glue shared by the pages: one Prefect client per browser session, the storage,
+error display and the random-backbone banner. Pages call `guarded(...)` around anything that
+talks to Prefect or the storage so a failure reads as a sentence in the page, never as a
+traceback."""
 
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ def settings() -> Settings:
     return get_settings()
 
 
-@st.cache_resource(show_spinner=False)
-def _client(api_url: str) -> PrefectAPI:
-    # One pooled httpx client per API URL for the whole server; httpx.Client is thread-safe.
-    return PrefectAPI(api_url)
+@st.cache_resource(scope="session", on_release=PrefectAPI.close, show_spinner=False)
+def _client(url: str) -> PrefectAPI:
+    # Per session, not per server: a session's reruns use its client one at a time, and
+    # Streamlit closes it when the session ends.
+    return PrefectAPI(url)
 
 
 def api() -> PrefectAPI:

@@ -8,9 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from dashboard.api import Run
 from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS
-from flows.deployment import plain_reason
+from flows.deployment import RunView, plain_reason
 from flows.naming import file_name, style_name
 
 # The state filter on the Runs page: label -> Prefect state types.
@@ -32,14 +31,14 @@ def state_types_for(labels: list[str]) -> list[str] | None:
 WAITING = "Waiting for a GPU"
 
 
-def computing(run: Run, progress: dict[str, float]) -> bool:
+def computing(run: RunView, progress: dict[str, float]) -> bool:
     """Has the run's job got its GPU? The flow creates the progress artifact when it has
     (flows/tasks/progress.py), whatever worker runs it; before that a Running run is still
     validating or waiting for a GPU, not running at 0%."""
     return run.id in progress
 
 
-def state_label(run: Run, progress: dict[str, float] | None = None) -> str:
+def state_label(run: RunView, progress: dict[str, float] | None = None) -> str:
     """What a person needs to know: "Waiting for a GPU" for every run not computing yet
     (queued, late, pending, or started and waiting for its slot); else Prefect's state name."""
     if run.state_type in ("SCHEDULED", "PENDING"):
@@ -84,7 +83,7 @@ def output_size(parameters: dict[str, Any]) -> str:
     return f"{size}px" if size else "default"
 
 
-def progress_for(run: Run, progress: dict[str, float]) -> float | None:
+def progress_for(run: RunView, progress: dict[str, float]) -> float | None:
     """Percent done: the progress artifact, or 100 for a completed run that never wrote one;
     None (no bar) for a run that has not started computing."""
     if run.state_type == "COMPLETED":
@@ -99,7 +98,7 @@ def photo_name(parameters: dict[str, Any]) -> str:
 
 
 def run_rows(
-    runs: list[Run],
+    runs: list[RunView],
     progress: dict[str, float],
     previews: dict[str, str],
     photos: dict[str, str] | None = None,
@@ -124,10 +123,10 @@ def run_rows(
     ]
 
 
-def failure_message(run: Run) -> str | None:
+def failure_message(run: RunView) -> str | None:
     """The reason a run did not finish, in words, or None if it did not fail."""
     if run.state_type in ("FAILED", "CRASHED"):
-        message = plain_reason(run.state_message) or "Prefect recorded no reason."
+        message = plain_reason(run.message) or "Prefect recorded no reason."
         if run.state_type == "CRASHED":
             return f"The run crashed (the process running it died or lost contact): {message}"
         return f"The run failed: {message}"

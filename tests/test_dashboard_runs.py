@@ -1,6 +1,7 @@
-"""Runs table, run page and submitting, through AppTest against conftest's real Prefect server.
+"""Runs table, run page and submitting, through AppTest against conftest's real Prefect server,
+and the dashboard's sentences for what a Prefect server refuses (a second server, with auth).
 
-The runs are made with Prefect's own client, not the dashboard's, and nothing serves the
+The runs are made with conftest's Prefect client, not the dashboard's, and nothing serves the
 deployment here: runs stay where the test puts them. Each test cancels what it left scheduled,
 so a deployment served later in the session (the e2e test) does not pick them up.
 """
@@ -10,31 +11,30 @@ from __future__ import annotations
 import io
 import json
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
 import pytest
-from conftest import ROOT, make_image
+from conftest import ROOT, make_image, start_prefect_server, stop_process
 from PIL import Image
-from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.objects import StateType
+from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
 from prefect.states import State
 from streamlit.testing.v1 import AppTest
 
+from dashboard.api import APIError, PrefectAPI
+from flows.api_auth import refused_sentence
+from flows.deployment import RunView
 from flows.settings import get_settings
 
 APP = ROOT / "dashboard" / "app.py"
 TIMEOUT = 90
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-@pytest.fixture
-def client(prefect_server) -> Iterator[SyncPrefectClient]:
-    with get_client(sync_client=True) as c:
-        yield c
+pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 @pytest.fixture
@@ -292,3 +292,42 @@ def test_run_page_of_a_running_job_shows_the_latest_preview(dash_env, make_run):
     assert captions == ["Photo: photo.png", "Style: mosaic", "Latest preview"]
     assert not at.download_button  # nothing to download yet
     assert at.button(key="cancel")
+
+
+def test_a_cancel_prefect_refuses_says_why(make_run, client, prefect_api):
+    running = make_run(state=State(type=StateType.RUNNING, name="Running"))
+    seen = RunView.of(running)  # the page as drawn; the run finishes before the click
+    client.set_flow_run_state(running.id, State(type=StateType.COMPLETED), force=True)
+    api = PrefectAPI(prefect_api.api_url)
+    with pytest.raises(APIError, match="did not accept the cancel request: .*terminal state"):
+        api.cancel(seen)
+    with pytest.raises(APIError, match="nothing to cancel"):
+        api.cancel(RunView.of(client.read_flow_run(running.id)))
+    with pytest.raises(APIError, match="There is no flow run with id 'nope'"):
+        api.run("nope")
+
+
+def test_what_a_server_refuses_reads_as_a_sentence(tmp_path):
+    """A server of its own, with an auth string and no deployment: the dashboard without the
+    string, with it, and after the server stopped."""
+    server = start_prefect_server(
+        tmp_path / "prefect", extra_env={"PREFECT_SERVER_API_AUTH_STRING": "open sesame"}
+    )
+    try:
+        with pytest.raises(APIError) as refused:
+            PrefectAPI(server.api_url).runs()
+        assert str(refused.value) == refused_sentence(server.api_url)
+        assert "PREFECT_API_AUTH_STRING" in str(refused.value)
+        with temporary_settings(updates={PREFECT_API_AUTH_STRING: "open sesame"}):
+            api = PrefectAPI(server.api_url)
+        assert api.runs() == []
+        with pytest.raises(APIError, match="Start `styledrop worker`"):
+            api.create_run({"content": "/in/photo.png"})
+    finally:
+        stop_process(server.proc)
+    # Prefect's client retries a lost connection with a minute of back-off; the dashboard
+    # says so at once and asks again at its next refresh.
+    started = time.monotonic()
+    with pytest.raises(APIError, match="Cannot reach the Prefect API"):
+        api.runs()
+    assert time.monotonic() - started < 10

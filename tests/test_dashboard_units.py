@@ -1,29 +1,30 @@
-"""The dashboard's plain-Python parts: wording and rows (views), upload checks, the API
-client's error sentences, and the flags `styledrop dashboard` gives Streamlit."""
+"""The dashboard's plain-Python parts: wording and rows (views), upload checks, the sentence for
+an API nothing answers at, and the flags `styledrop dashboard` gives Streamlit. (The API's
+other sentences need a server: tests/test_dashboard_runs.py.)"""
 
 from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from conftest import free_port
 from PIL import Image
 
 from dashboard import views
-from dashboard.api import APIError, PrefectAPI, Run
+from dashboard.api import APIError, PrefectAPI
 from dashboard.uploads import UploadRejected, check_upload
 from flows.commands.dashboard import child_env, streamlit_command
+from flows.deployment import RunView
 
 
-def run(state_type="RUNNING", state_name="Running", message="", **kw) -> Run:
-    return Run(
+def run(state_type="RUNNING", state_name="Running", message="", **kw) -> RunView:
+    return RunView(
         id=kw.pop("id", "r1"),
         name="brave-fox",
         state_type=state_type,
         state_name=state_name,
-        state_message=message,
+        message=message,
         **kw,
     )
 
@@ -205,35 +206,13 @@ def test_refuses_a_truncated_file():
         check_upload("cut.png", data[: len(data) // 2], max_mb=1, max_pixels=10_000)
 
 
-# --- the API client's errors -------------------------------------------------------------------
+# --- the API client's error when nothing answers -----------------------------------------------
 
 
 def test_closed_port_is_a_sentence():
     api = PrefectAPI(f"http://127.0.0.1:{free_port()}/api")
     with pytest.raises(APIError, match="Cannot reach the Prefect API at http://127.0.0.1:"):
         api.runs()
-
-
-def test_missing_deployment_says_how_to_start_it():
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(404, json={"detail": "Deployment not found"})
-
-    api = PrefectAPI("http://prefect.test/api", transport=httpx.MockTransport(handler))
-    with pytest.raises(APIError, match="styledrop worker"):
-        api.create_run({"content": "x"})
-
-
-def test_rejected_cancel_is_reported():
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200, json={"status": "ABORT", "details": {"reason": "run is already finished"}}
-        )
-
-    api = PrefectAPI("http://prefect.test/api", transport=httpx.MockTransport(handler))
-    with pytest.raises(APIError, match="run is already finished"):
-        api.cancel(run())
-    with pytest.raises(APIError, match="nothing to cancel"):
-        api.cancel(run("COMPLETED", "Completed"))
 
 
 # --- styledrop dashboard --------------------------------------------------------------------

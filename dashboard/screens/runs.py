@@ -5,7 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import ui, views
+from dashboard.api import Artifacts
 from dashboard.run_detail import show_run
+from flows.deployment import RunView
 
 RUNS_SHOWN = 50
 
@@ -13,20 +15,18 @@ RUNS_SHOWN = 50
 def runs_table(state_types: list[str] | None) -> None:
     api = ui.api()
 
-    def load() -> tuple[list, dict[str, float], dict[str, str], dict[str, str]]:
+    def load() -> tuple[list[RunView], Artifacts]:
         runs = api.runs(state_types, limit=RUNS_SHOWN)
-        ids = [r.id for r in runs]
-        photos, previews = api.images(ids)
-        return runs, api.progress(ids), previews, photos
+        return runs, api.artifacts([r.id for r in runs])
 
     loaded = ui.guarded(load, "Could not load the runs")
     if loaded is None:
         return
-    runs, progress, previews, photos = loaded
+    runs, artifacts = loaded
     if not runs:
         st.info("No runs yet. Submit a picture on the **Submit** page.", icon=":material/info:")
         return
-    rows = views.run_rows(runs, progress, previews, photos)
+    rows = views.run_rows(runs, artifacts.progress, artifacts.previews, artifacts.photos)
     # A new key after each visit to a run page, so coming back does not reopen the run the
     # table still has selected.
     key = f"runs_table_{st.session_state.get('runs_table_nonce', 0)}"
