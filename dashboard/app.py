@@ -1,7 +1,8 @@
 """Entry point of the dashboard: `streamlit run dashboard/app.py` (or `styledrop dashboard`).
 
-Three pages: Runs (also a run's own page with `?run=<id>`), Submit and Results. The banner about
-the random backbone sits above every page because it changes how to read every picture.
+Three pages: Runs (also a run's own page with `?run=<id>`), Submit and Results, behind the
+sign-in when it is configured (dashboard/signin.py). The banner about the random backbone sits
+above every page because it changes how to read every picture.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from dashboard import ui  # noqa: E402
+from dashboard.signin import require_sign_in, signed_in_bar  # noqa: E402
 from dashboard.ui import backbone_banner  # noqa: E402
 
 # Not "pages/": Streamlit treats a pages/ folder beside the entry script as the old
@@ -26,6 +29,8 @@ SCREENS = Path(__file__).parent / "screens"
 # "wide": the runs table and a run's photo, style and result side by side need the room; on
 # a phone the columns stack anyway.
 st.set_page_config(page_title="styledrop", page_icon=":material/palette:", layout="wide")
+# With sign-in configured nothing below runs for a visitor who may not see it.
+user = require_sign_in(ui.settings())
 
 page = st.navigation(
     [
@@ -40,5 +45,7 @@ page = st.navigation(
     ],
     position="top",
 )
+if user:
+    signed_in_bar(user)
 backbone_banner()
 page.run()

@@ -101,9 +101,20 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(20, description="Largest upload the dashboard accepts.")
 
     # --- services -----------------------------------------------------------------------
-    host: str = Field("127.0.0.1", description="Interface the local stack binds to.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Interface the local stack binds to. Anything but loopback needs "
+        "PREFECT_API_AUTH_STRING and the dashboard sign-in (STYLEDROP_OIDC_*): `up` refuses "
+        "without them.",
+    )
     prefect_port: int = Field(4200, description="Port of the Prefect server started by `up`.")
     dashboard_port: int = Field(8501, description="Port of the Streamlit dashboard.")
+    dashboard_url: str = Field(
+        "",
+        description="The dashboard's address as browsers reach it, e.g. "
+        "https://styledrop.example.com behind a TLS proxy; empty: http://<host>:<dashboard_port>. "
+        "File links and the sign-in's redirect URI (<it>/oauth2callback) start with it.",
+    )
     dashboard_refresh_s: float = Field(
         3.0, gt=0, description="Seconds between the dashboard's automatic refreshes of runs."
     )
@@ -112,6 +123,27 @@ class Settings(BaseSettings):
         description="Key of the signatures on /files/ links (HMAC-SHA256; never printed). Empty: "
         "one made once in <data_dir>/.styledrop/link-secret. Set it alike for the workers and "
         "the dashboard when they do not share a data folder.",
+    )
+    # --- dashboard sign-in (Streamlit's st.login: OpenID Connect) ---------------------------
+    oidc_metadata_url: str = Field(
+        "",
+        description="The OpenID Connect provider's discovery document (.../.well-known/"
+        "openid-configuration: Google, Microsoft Entra ID, Okta, Keycloak...). Set: every "
+        "dashboard page asks for sign-in. Empty: no sign-in, and the dashboard stays on loopback.",
+    )
+    oidc_client_id: str = Field("", description="The dashboard's client id at the provider.")
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="The dashboard's client secret at the provider (never printed)."
+    )
+    signin_cookie_secret: SecretStr | None = Field(
+        None,
+        description="Key of the dashboard's sign-in cookie (never printed); empty: one made "
+        "once in <data_dir>/.styledrop/cookie-secret.",
+    )
+    signin_allowed: str = Field(
+        "",
+        description="Who may use the dashboard once signed in: e-mail addresses and @domains, "
+        "comma-separated (alice@example.com,@example.org); empty: everyone the provider signs in.",
     )
     settle_s: float = Field(1.0, gt=0, description="Seconds a dropped file's size must hold still.")
     work_pool: str = Field("styledrop-gpu", description="Prefect work pool for `styledrop worker`.")
@@ -229,6 +261,15 @@ class Settings(BaseSettings):
                 f"STYLEDROP_LOST_RUN_AFTER_S ({self.lost_run_after_s}) must exceed the heartbeat "
                 f"period STYLEDROP_HEARTBEAT_S ({self.heartbeat_s}) by more than 10 s"
             )
+        oidc = {
+            "STYLEDROP_OIDC_METADATA_URL": self.oidc_metadata_url,
+            "STYLEDROP_OIDC_CLIENT_ID": self.oidc_client_id,
+            "STYLEDROP_OIDC_CLIENT_SECRET": self.oidc_client_secret
+            and self.oidc_client_secret.get_secret_value(),
+        }
+        if any(oidc.values()) and not all(oidc.values()):
+            missing = ", ".join(name for name, value in oidc.items() if not value)
+            raise ValueError(f"the dashboard sign-in needs {missing} too (or none of them)")
         if bool(self.s3_key) != bool(self.s3_secret.get_secret_value()):
             raise ValueError(
                 "STYLEDROP_S3_KEY and STYLEDROP_S3_SECRET go together: set both, or neither "
@@ -246,25 +287,23 @@ class Settings(BaseSettings):
         return self.data_dir.resolve() / ".styledrop"
 
     @property
+    def sign_in(self) -> bool:
+        """True when the dashboard asks for sign-in (the settings check that all of it is set)."""
+        return bool(self.oidc_metadata_url)
+
+    @property
+    def dashboard_base_url(self) -> str:
+        """The dashboard's address as browsers reach it."""
+        return (self.dashboard_url or f"http://{self.host}:{self.dashboard_port}").rstrip("/")
+
+    @property
     def files_url(self) -> str:
         """Where a browser finds files of local storage: the dashboard's own file route."""
-        return f"http://{self.host}:{self.dashboard_port}/files"
+        return f"{self.dashboard_base_url}/files"
 
     @property
     def prefect_ui_url(self) -> str:
         return f"http://{self.host}:{self.prefect_port}"
-
-
-def is_loopback(host: str) -> bool:
-    """True for an interface only this machine reaches (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
-
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name that may resolve to anything
 
 
 @lru_cache

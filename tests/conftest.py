@@ -1,8 +1,9 @@
 """Shared fixtures: tiny images, condition waits, and a real Prefect server for the tests that
 need one (started once per session, only when a test asks for it).
 
-Every fixture a test module uses but does not define comes from here or from the plugin
-``sensor_stack`` (the inbox end-to-end stack) registered below: test modules import helper
+Every fixture a test module uses but does not define comes from here or from the plugins
+``sensor_stack`` (the inbox end-to-end stack) and ``browser`` (headless Chromium) registered
+below: test modules import helper
 functions and constants (``from conftest import ...``), never fixtures."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 # The inbox end-to-end stack's fixtures (s3, served, watch); as a plugin its asserts are
 # rewritten too (assert_each_once shows its values when it fails).
-pytest_plugins = ["sensor_stack"]
+pytest_plugins = ["sensor_stack", "browser"]
 
 # Before anything imports Prefect or Streamlit: no telemetry, and tests never touch weights
 # downloads (the random backbone) or a GPU.

@@ -4,16 +4,25 @@ same server (`dashboard/server.py`: Streamlit's `st.App` plus the read-only file
 Streamlit runs as a child process (its own `streamlit run`, so its flags and signal handling
 are the documented ones). Ctrl-C or SIGTERM stops it. Telemetry is off:
 `--browser.gatherUsageStats=false`, DO_NOT_TRACK=1 and PREFECT_SERVER_ANALYTICS_ENABLED=false.
+
+With sign-in configured (STYLEDROP_OIDC_*), Streamlit's `[auth]` secrets go to a file only its
+owner reads, in the stack's home, passed with `--secrets.files` (never into the checkout, never
+on a command line or in a log). Without sign-in it binds to loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
 
 SERVER = Path(__file__).resolve().parent.parent.parent / "dashboard" / "server.py"
 
@@ -28,7 +37,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def streamlit_command(host: str, port: int, max_upload_mb: int) -> list[str]:
+# Streamlit's sign-in secrets, written for each start (settings may have changed).
+SECRETS_FILE = "dashboard-secrets.toml"
+
+
+def streamlit_command(
+    host: str, port: int, max_upload_mb: int, secrets: Path | None = None
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -45,30 +60,75 @@ def streamlit_command(host: str, port: int, max_upload_mb: int) -> list[str]:
         "--server.runOnSave=false",
         # Users of the service get no Deploy/Rerun developer menu.
         "--client.toolbarMode=minimal",
+        *([f"--secrets.files={secrets}"] if secrets else []),
     ]
 
 
-def child_env(port: int) -> dict[str, str]:
+def auth_secrets(settings: Settings) -> str:
+    """Streamlit's `[auth]` section (TOML) for st.login from the settings."""
+    from flows.stack_secrets import stack_secret
+
+    cookie = settings.signin_cookie_secret or stack_secret(settings, "cookie-secret")
+    assert settings.oidc_client_secret is not None  # the settings check it with the rest
+    values = {
+        "redirect_uri": f"{settings.dashboard_base_url}/oauth2callback",
+        "cookie_secret": cookie.get_secret_value(),
+        "client_id": settings.oidc_client_id,
+        "client_secret": settings.oidc_client_secret.get_secret_value(),
+        "server_metadata_url": settings.oidc_metadata_url,
+    }
+    # A JSON string is a TOML basic string (the same escapes).
+    return "[auth]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+
+
+def write_secrets(settings: Settings) -> Path | None:
+    """The `[auth]` secrets file for this start (mode 0600, replaced atomically), or None
+    without sign-in (an old file is removed: no secret lingers)."""
+    path = settings.stack_home / SECRETS_FILE
+    if not settings.sign_in:
+        path.unlink(missing_ok=True)
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{SECRETS_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(auth_secrets(settings))
+    os.replace(tmp, path)
+    return path
+
+
+def child_env(host: str, port: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
         STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
-        # The pages make preview links with settings.files_url, which names this port.
+        # The pages make preview links with settings.files_url, which names this address.
+        STYLEDROP_HOST=host,
         STYLEDROP_DASHBOARD_PORT=str(port),
     )
     return env
 
 
 def run(args: argparse.Namespace) -> int:
+    from flows.network import exposure_problem
     from flows.settings import get_settings
 
-    s = get_settings()
-    print(f"dashboard: http://{args.host}:{args.port}", flush=True)
+    s = get_settings().model_copy(update={"host": args.host, "dashboard_port": args.port})
+    problem = exposure_problem(s, api=False)
+    if problem:
+        print(f"styledrop dashboard: error: {problem}", file=sys.stderr, flush=True)
+        return 2
+    secrets = write_secrets(s)
+    print(f"dashboard: {s.dashboard_base_url}", flush=True)
+    if secrets:
+        allowed = s.signin_allowed or "everyone the provider signs in"
+        print(f"sign-in: {s.oidc_metadata_url} (allowed: {allowed})", flush=True)
     if not s.storage_root.startswith(("s3://", "s3a://")):
-        print(f"files: http://{args.host}:{args.port}/files/ -> {s.storage_root}", flush=True)
+        print(f"files: {s.files_url}/ -> {s.storage_root} (signed links only)", flush=True)
     proc = subprocess.Popen(
-        streamlit_command(args.host, args.port, s.max_upload_mb), env=child_env(args.port)
+        streamlit_command(args.host, args.port, s.max_upload_mb, secrets),
+        env=child_env(args.host, args.port),
     )
 
     forwarded: list[int] = []

@@ -26,6 +26,7 @@ import time
 from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS, plain
 from flows import stack
 from flows.api_auth import AUTH_VARIABLE, SERVER_AUTH_VARIABLE, auth_headers
+from flows.network import exposure_problem
 from flows.samples import sample_outcome, seed_samples
 from flows.settings import Settings, get_settings
 
@@ -179,6 +180,9 @@ def worker_online(api: str, pool: str, headers: dict[str, str]) -> bool:
 
 def preflight(settings: Settings, layout: Layout, lock: stack.StackLock) -> str | None:
     """Why `up` must not start, or None. Takes the lock when it may."""
+    exposed = exposure_problem(settings, api=True)
+    if exposed:
+        return exposed
     holder = lock.acquire()
     if holder is not None:
         who = f"pid {holder}" if holder else "pid unknown"

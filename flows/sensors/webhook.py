@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from flows.settings import is_loopback
+from flows.network import is_loopback
 
 log = logging.getLogger("styledrop.sensor")
 

@@ -1,0 +1,138 @@
+"""Headless Chromium for the browser tests (Debian's chromium and chromedriver, driven by
+Selenium; the flags ../shared/ENVIRONMENT.md measured): the ``browser`` fixture and the page
+helpers. A plugin of conftest: test modules import the helpers (``from browser import ...``)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@dataclass
+class Browser:
+    driver: object
+    downloads: Path
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    if not CHROMEDRIVER.exists() or not CHROMIUM.exists():
+        pytest.skip(
+            "needs Debian's chromium and chromedriver (/usr/bin/chromium, /usr/bin/chromedriver): "
+            "apt-get install -y --no-install-recommends chromium chromium-driver"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(arg)
+    options.add_experimental_option(
+        "prefs",
+        {
+            "download.default_directory": str(downloads),
+            "download.prompt_for_download": False,
+            "safebrowsing.enabled": False,
+        },
+    )
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    # Headless Chromium ignores the download preference unless told through DevTools.
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    try:
+        yield Browser(driver, downloads)
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# --- page helpers ------------------------------------------------------------------------------
+
+
+def find(driver, css: str, timeout: float = 30, what: str | None = None, visible: bool = True):
+    """The first element matching `css`, once it exists (and is shown, unless not `visible`:
+    file inputs are hidden behind the uploader's button)."""
+    from selenium.webdriver.common.by import By
+
+    def present():
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return found[0] if found and (not visible or found[0].is_displayed()) else None
+
+    return wait_until(present, timeout, what or f"{css} on the page", interval=0.25)
+
+
+def act(driver, css: str, action, what: str, timeout: float = 30, visible: bool = True):
+    """Find `css` and do `action(element)` until it returns None (a click) or something truthy
+    (a check); the element is found afresh each try, because a Streamlit rerun replaces
+    elements and a stale reference is then retried rather than a failure."""
+    from selenium.webdriver.common.by import By
+
+    def attempt():
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        if not found or (visible and not found[0].is_displayed()):
+            return None
+        result = action(found[0])
+        return True if result is None else result  # None: an action (a click) that is done
+
+    return wait_until(attempt, timeout, what, interval=0.25)
+
+
+def page_text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def idle(driver, timeout: float = 60) -> None:
+    """Wait until Streamlit shows no 'Running...' icon (for screenshots of a settled page)."""
+    from selenium.webdriver.common.by import By
+
+    running = '[data-testid="stStatusWidgetRunningIcon"]'
+    wait_until(
+        lambda: not driver.find_elements(By.CSS_SELECTOR, running),
+        timeout,
+        "the page to finish running",
+        interval=0.25,
+    )
+
+
+def text_appears(driver, text: str, timeout: float, what: str) -> None:
+    wait_until(lambda: text in page_text(driver), timeout, what, interval=0.25)
+
+
+def screenshot(driver, path: Path, width: int = 1280) -> None:
+    """Whole-page screenshot at `width`: the window is grown to the page's height first."""
+    height = driver.execute_script(
+        "const m = document.querySelector('[data-testid=\"stMain\"]');"
+        "return Math.max(m ? m.scrollHeight : 0, document.body.scrollHeight);"
+    )
+    driver.set_window_size(width, min(max(900, int(height) + 120), 6000))
+    time.sleep(0.5)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 900)
