@@ -30,7 +30,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
 from prefect.states import Cancelled, Cancelling
 
 from flows.api_auth import refused_sentence
-from flows.deployment import DEPLOYMENT, DEPLOYMENT_NAME, FLOW_NAME, RunView
+from flows.deployment import DEPLOYMENT, DEPLOYMENT_NAME, FLOW_NAME, SUBMITTER_TAG, RunView
 from flows.naming import run_name
 
 # One tag per way in (the sensors tag theirs "inbox" and "s3"), never one per file.
@@ -153,7 +153,10 @@ class PrefectAPI:
         return found
 
     # --- writes ---------------------------------------------------------------------------
-    def create_run(self, parameters: dict[str, Any]) -> RunView:
+    def create_run(self, parameters: dict[str, Any], submitter: str | None = None) -> RunView:
+        """A run of the deployment, tagged as the dashboard's (and with who started it, when
+        someone is signed in)."""
+        tags = [SOURCE_TAG] + ([SUBMITTER_TAG + submitter] if submitter else [])
         with self._asking():
             try:
                 deployment = self._client.read_deployment_by_name(DEPLOYMENT)
@@ -165,7 +168,7 @@ class PrefectAPI:
             run = self._client.create_flow_run_from_deployment(
                 deployment.id,
                 parameters=parameters,
-                tags=[SOURCE_TAG],
+                tags=tags,
                 # Named now, as the flow will name it when it starts (flows/naming.py), so
                 # the run reads the same while it waits.
                 name=run_name(parameters),

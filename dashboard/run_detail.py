@@ -28,6 +28,8 @@ def show_run(run_id: str) -> None:
     if run is None:
         return
     st.title(run.name)
+    if run.submitter:
+        st.caption(f"Submitted by {run.submitter}")
     st.link_button(
         "Open in the Prefect UI ↗",
         views.prefect_run_url(ui.settings().prefect_ui_url, run.id),

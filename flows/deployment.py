@@ -16,6 +16,10 @@ FLOW_NAME = "stylize"
 DEPLOYMENT_NAME = "stylize"
 DEPLOYMENT = f"{FLOW_NAME}/{DEPLOYMENT_NAME}"
 
+# The tag of a run started by a signed-in dashboard user: "submitter:<e-mail>" (a tag, so the
+# Prefect UI shows it on the run and filters by it).
+SUBMITTER_TAG = "submitter:"
+
 # Flow run state types after which nothing more happens to a run (Prefect's TERMINAL_STATES).
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 
@@ -41,6 +45,7 @@ class RunView:
     message: str = ""  # the state's message: a failed run's reason
     parameters: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
     deployment_id: str | None = None
     state_time: datetime | None = None
     expected_start: datetime | None = None
@@ -61,6 +66,7 @@ class RunView:
             message=(state.message or "") if state else "",
             parameters=dict(run.parameters or {}),
             labels=dict(run.labels or {}),
+            tags=tuple(run.tags or ()),
             deployment_id=str(run.deployment_id) if run.deployment_id else None,
             state_time=state.timestamp if state else None,
             expected_start=run.expected_start_time,
@@ -69,6 +75,12 @@ class RunView:
             total_run_time=run.total_run_time.total_seconds(),
             estimated_run_time=run.estimated_run_time.total_seconds(),
         )
+
+    @property
+    def submitter(self) -> str:
+        """Who started the run from the dashboard, when sign-in was on; "" otherwise."""
+        found = (t.removeprefix(SUBMITTER_TAG) for t in self.tags if t.startswith(SUBMITTER_TAG))
+        return next(found, "")
 
     @property
     def is_final(self) -> bool:

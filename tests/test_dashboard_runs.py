@@ -331,3 +331,25 @@ def test_what_a_server_refuses_reads_as_a_sentence(tmp_path):
     with pytest.raises(APIError, match="Cannot reach the Prefect API"):
         api.runs()
     assert time.monotonic() - started < 10
+
+
+def test_a_signed_in_submitter_is_recorded_as_a_tag_and_shown(
+    dash_env, deployment_id, client, prefect_api
+):
+    """With sign-in the Submit page passes the user's e-mail (dashboard/signin.py); the run
+    carries it as a tag the Prefect UI shows, and the run page says who it was."""
+    run = PrefectAPI(prefect_api.api_url).create_run(
+        {"content": "/in/photo.png", "styles": ["mosaic"]}, submitter="alice@example.com"
+    )
+    try:
+        assert sorted(client.read_flow_run(UUID(run.id)).tags) == [
+            "dashboard",
+            "submitter:alice@example.com",
+        ]
+        assert run.submitter == "alice@example.com"
+        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+        at.query_params["run"] = run.id
+        at.run()
+        assert "Submitted by alice@example.com" in texts(at.caption)
+    finally:
+        client.set_flow_run_state(UUID(run.id), State(type=StateType.CANCELLED), force=True)

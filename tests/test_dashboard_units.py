@@ -225,8 +225,10 @@ def test_streamlit_is_started_without_telemetry_and_with_the_upload_limit():
     assert "--browser.gatherUsageStats=false" in cmd
     assert "--server.maxUploadSize=7" in cmd
     assert "--server.port=8601" in cmd and "--server.address=127.0.0.1" in cmd
-    env = child_env(8601)
+    assert not [arg for arg in cmd if arg.startswith("--secrets")]  # no sign-in configured
+    env = child_env("127.0.0.1", 8601)
     assert env["STYLEDROP_DASHBOARD_PORT"] == "8601"  # preview links name this port
+    assert env["STYLEDROP_HOST"] == "127.0.0.1"
     assert env["DO_NOT_TRACK"] == "1"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
 

@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import ui
+from dashboard.signin import submitter
 from dashboard.uploads import ALLOWED_MIME_TYPES, CheckedImage, UploadRejected, check_upload
 from dashboard.views import STRENGTHS
 from engine.params import StyleParams
@@ -163,7 +164,10 @@ def submit(content: CheckedImage, gallery: list[str], own: list[CheckedImage], o
             return
         styles.append(url)
     run = ui.guarded(
-        lambda: api.create_run({"content": content_url, "styles": styles, "options": options}),
+        lambda: api.create_run(
+            {"content": content_url, "styles": styles, "options": options},
+            submitter=submitter(settings),
+        ),
         "Could not start the run",
     )
     if run is not None:
