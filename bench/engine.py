@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import StyleParams, stylize  # noqa: E402
 from engine.backbone import build_features, init_random  # noqa: E402
-from engine.device import describe, pick_device, pick_precision  # noqa: E402
+from engine.device import device_name, pick_device, pick_precision  # noqa: E402
 from engine.tensors import to_tensor  # noqa: E402
 
 # --- the baseline: pytorch.org/tutorials/advanced/neural_style_tutorial.html -------------------
@@ -284,7 +284,7 @@ def main() -> int:
     else:
         sizes = [512, 1024, 2048] if dev.type == "cuda" else [128, 256]
     job_sizes = [1024] if dev.type == "cuda" else [128, 256]
-    print(f"device: {describe(dev)}; cpu: {cpu_model()}; threads: {torch.get_num_threads()}")
+    print(f"device: {device_name(dev)}; cpu: {cpu_model()}; threads: {torch.get_num_threads()}")
     print(f"torch {torch.__version__}; engine precision: {pick_precision(dev).label}")
     print(f"load average at start: {load_average()}  (2 cores shared: read the ratios first)")
 

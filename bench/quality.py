@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine import StyleParams, stylize  # noqa: E402
 from engine.backbone import load_backbone  # noqa: E402
-from engine.device import describe, pick_device  # noqa: E402
+from engine.device import device_name, pick_device  # noqa: E402
 from engine.quality import Scorer  # noqa: E402
 from engine.tensors import resize, size_for, to_tensor  # noqa: E402
 
@@ -163,7 +163,7 @@ def main() -> int:
     scorer = Scorer(bb.model, photo, style, size)
     start = quality(scorer(photo))
 
-    print(f"device {describe(dev)}, backbone {bb.label}, {args.photo} x {args.style}, {size} px")
+    print(f"device {device_name(dev)}, backbone {bb.label}, {args.photo} x {args.style}, {size} px")
     print(f"quality (style + content distance, lower is better) of the photo itself: {start:.3f}")
     print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
     rows = []  # (name, final Score, trace)

@@ -126,7 +126,7 @@ def run_jobs(deployment: str, n: int, args: argparse.Namespace, storage: Path) -
     )
     from prefect.deployments import run_deployment
 
-    from flows import jobs as layout
+    from flows.layout import run_link_path
     from flows.storage import Storage
 
     options: dict[str, Any] = {"size": args.size}
@@ -164,7 +164,7 @@ def run_jobs(deployment: str, n: int, args: argparse.Namespace, storage: Path) -
         job.state = run.state.name
         job.end = epoch(run.end_time or run.state.timestamp)
         task = engine_tasks.get(job.run_id)
-        link = store.read_json(layout.run_link_path(job.run_id)) or {}
+        link = store.read_json(run_link_path(job.run_id)) or {}
         record = store.read_json(link["record"]) if link.get("record") else None
         if task is None or not record or not run.state.is_completed():
             continue

@@ -82,7 +82,7 @@ def _status(run_id: str, was_final: bool) -> None:
     job = ui.guarded(lambda: ui.store().job_for_run(run.id), "Could not read the job")
     result = None
     if job is not None and job.finished:
-        result = ui.guarded(lambda: ui.store().read(job.result_rel), "Could not read the result")
+        result = ui.guarded(lambda: ui.store().read(job.layout.result), "Could not read the result")
     photo_col, style_col, result_col = st.columns(3)
     with photo_col:
         _photo(run, job)
@@ -101,7 +101,7 @@ def _photo(run: RunView, job: JobFolder | None) -> None:
     store = ui.store()
     data = None
     if job is not None:
-        data = ui.guarded(lambda: store.read(job.input_rel), "Could not read the photo")
+        data = ui.guarded(lambda: store.read(job.layout.input), "Could not read the photo")
     if data is None and run.parameters.get("content"):
         data = ui.guarded(
             lambda: store.read_location(str(run.parameters["content"])), "Could not read the photo"
@@ -151,7 +151,9 @@ def _picture(
     data, caption = result, "Result"
     if data is None and job is not None:
         caption = "Latest preview"
-        data = ui.guarded(lambda: ui.store().read(job.preview_rel), "Could not read the preview")
+        data = ui.guarded(
+            lambda: ui.store().read(job.layout.preview), "Could not read the preview"
+        )
     if data:
         st.image(data, caption=caption, width="stretch")
         return
@@ -162,13 +164,16 @@ def _picture(
 
 
 def _job_details(job: JobFolder, result: bytes | None) -> None:
+    layout, record = job.layout, job.record
+    if record is None:
+        return
     if job.finished:
         cols = st.columns(2)
         if result:
             cols[0].download_button(
                 "Download result (PNG)",
                 data=result,
-                file_name=job.download_name("png"),
+                file_name=layout.download_name("png"),
                 mime="image/png",
                 on_click="ignore",
                 type="primary",
@@ -177,8 +182,8 @@ def _job_details(job: JobFolder, result: bytes | None) -> None:
             )
         cols[1].download_button(
             "Download job record (JSON)",
-            data=job.record_text(),
-            file_name=job.download_name("json"),
+            data=record.to_json(),
+            file_name=layout.download_name("json"),
             mime="application/json",
             on_click="ignore",
             icon=":material/description:",
@@ -186,13 +191,13 @@ def _job_details(job: JobFolder, result: bytes | None) -> None:
         )
     with st.expander("Job record"):
         facts = {
-            "job id": job.job_id,
-            "status": job.status,
-            "backbone": job.backbone or "not known yet",
-            "device": job.record.get("device") or "not known yet",
-            "steps": f"{job.record.get('steps') or 0} / {job.record.get('total_steps') or '?'}",
+            "job id": record.job_id,
+            "status": record.status.value,
+            "backbone": record.backbone or "not known yet",
+            "device": record.device or "not known yet",
+            "steps": f"{record.steps} / {record.total_steps or '?'}",
             # Text, like the other values: a table column of one type.
-            "steps/s": f"{job.record.get('steps_per_second') or 0:.2f}",
+            "steps/s": f"{record.steps_per_second or 0:.2f}",
         }
         st.table(facts)
-        st.json(job.record, expanded=False)
+        st.json(record.to_dict(), expanded=False)

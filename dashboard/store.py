@@ -1,40 +1,24 @@
 """What the dashboard reads from and writes to the output storage, on top of `flows.storage`.
 
-Layout (ARCHITECTURE.md): `_runs/<flow_run_id>.json` points a run at `_jobs/<job_id>/`, which
-holds result.png, record.json and preview.jpg. Uploads from the Submit page go to
-`_uploads/<sha256[:16]>/<their name>.<ext>`: content-addressed, so submitting the same photo
-twice stores it once and the flow's job id (a hash of the inputs) stays stable, and named as
-the person named the file, so every run of it shows that name (flows/naming.py).
-
-Every failure becomes `StorageError` with plain words; a missing file is not an error (None).
+The layout is flows/layout.py's (`_runs/<flow_run_id>.json` points a run at `_jobs/<job_id>/`);
+uploads from the Submit page go to `layout.upload_path`. Every failure becomes `StorageError`
+with plain words; a missing file is not an error (None).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flows.settings import Settings, get_settings
-from flows.storage import (
-    UPLOADS,
-    Storage,
-    filesystem,
-    get_storage,
-    input_path,
-    job_dir,
-    preview_path,
-    record_path,
-    result_path,
-    run_link_path,
-)
+from pydantic import ValidationError
 
-# Characters kept in an uploaded file's stored name; anything else becomes "_".
-_UNSAFE = re.compile(r"[^\w.\- ]+")
+from flows.jobs import JobRecord, RunLink
+from flows.layout import JobLayout, all_records_glob, run_link_path, upload_path
+from flows.settings import Settings, get_settings
+from flows.storage import Storage, filesystem, get_storage
 
 
 class StorageError(Exception):
@@ -43,53 +27,17 @@ class StorageError(Exception):
 
 @dataclass(frozen=True)
 class JobFolder:
-    """One job folder: its record (may be empty while the job is young) and where its files are."""
+    """One job folder as the dashboard found it: where its files are, and its record (None
+    while the job is young)."""
 
-    job_id: str
-    record: dict[str, Any]
+    layout: JobLayout
+    record: JobRecord | None = None
     modified: datetime | None = None
-
-    @property
-    def folder(self) -> str:
-        return job_dir(self.job_id)
-
-    @property
-    def result_rel(self) -> str:
-        return result_path(self.job_id)
-
-    @property
-    def preview_rel(self) -> str:
-        return preview_path(self.job_id)
-
-    @property
-    def input_rel(self) -> str:
-        return input_path(self.job_id)
-
-    @property
-    def record_rel(self) -> str:
-        return record_path(self.job_id)
-
-    @property
-    def status(self) -> str:
-        """running, completed, failed or cancelled (flows/jobs.py); "" before the first write."""
-        return str(self.record.get("status") or "")
 
     @property
     def finished(self) -> bool:
         """The flow marks a record completed only after result.png is written."""
-        return self.status == "completed"
-
-    def download_name(self, ext: str) -> str:
-        """What a downloaded file of this job is called: ``styledrop-<job id>.<ext>``."""
-        return f"styledrop-{self.job_id}.{ext}"
-
-    def record_text(self) -> str:
-        return json.dumps(self.record, indent=2)
-
-    @property
-    def backbone(self) -> str:
-        """What the engine really used, e.g. "vgg19-imagenet" or "random(seed=0)"."""
-        return str(self.record.get("backbone") or "")
+        return self.record is not None and self.record.is_completed
 
 
 def _failed(what: str, root: str, exc: BaseException) -> StorageError:
@@ -131,18 +79,26 @@ class DashboardStore:
         rel = self.storage.relative(location)
         return self.read(rel) if rel is not None else None
 
+    def read_record(self, layout: JobLayout) -> JobRecord | None:
+        data = self.read_json(layout.record)
+        if data is None:
+            return None
+        try:
+            return JobRecord.model_validate(data)
+        except ValidationError as exc:
+            raise StorageError(f"{layout.record} is not a job record: {exc}") from exc
+
     def job_for_run(self, run_id: str) -> JobFolder | None:
         """The job a flow run works on, once the flow has written `_runs/<id>.json`."""
-        link = self.read_json(run_link_path(run_id))
-        if not link or not link.get("job_id"):
+        link = RunLink.model_validate(self.read_json(run_link_path(run_id)) or {})
+        if not link.job_id:
             return None
-        job_id = str(link["job_id"])
-        record_rel = str(link.get("record") or record_path(job_id))
-        return JobFolder(job_id=job_id, record=self.read_json(record_rel) or {})
+        layout = JobLayout(link.job_id)
+        return JobFolder(layout, self.read_record(layout))
 
     def jobs(self, limit: int = 60) -> list[JobFolder]:
         """Jobs that have a record, most recently changed first."""
-        pattern = f"{self.root.rstrip('/')}/{record_path('*')}"
+        pattern = f"{self.root.rstrip('/')}/{all_records_glob()}"
         try:
             fs, path = filesystem(pattern, self.settings)
             found = fs.glob(path, detail=True)
@@ -157,10 +113,10 @@ class DashboardStore:
         )[:limit]
         jobs = []
         for path_in_fs, modified in entries:
-            job_id = posixpath.basename(posixpath.dirname(path_in_fs))
-            record = self.read_json(record_path(job_id))
+            layout = JobLayout(posixpath.basename(posixpath.dirname(path_in_fs)))
+            record = self.read_record(layout)
             if record is not None:
-                jobs.append(JobFolder(job_id=job_id, record=record, modified=modified))
+                jobs.append(JobFolder(layout, record, modified))
         return jobs
 
     def public_url(self, rel: str) -> str:
@@ -180,14 +136,6 @@ class DashboardStore:
             return self.storage.url(rel)
         except Exception as exc:  # noqa: BLE001
             raise _failed("save the upload", self.root, exc) from exc
-
-
-def upload_path(data: bytes, name: str, ext: str) -> str:
-    """`_uploads/<sha256[:16]>/<stem of name>.<ext>`, the name made safe for any storage."""
-    ext = ext.lower().lstrip(".")
-    stem = posixpath.basename(name.replace("\\", "/")).rsplit(".", 1)[0]
-    stem = _UNSAFE.sub("_", stem).strip(" ._")[:80] or "photo"
-    return f"{UPLOADS}/{hashlib.sha256(data).hexdigest()[:16]}/{stem}.{ext}"
 
 
 def _modified(info: dict[str, Any]) -> datetime | None:

@@ -62,7 +62,7 @@ def _latest_backbone(storage_root: str) -> str | None:
         jobs = DashboardStore(settings=settings()).jobs(limit=5)
     except StorageError:
         return None  # the pages report storage trouble themselves; the banner is a hint
-    return next((job.backbone for job in jobs if job.backbone), None)
+    return next((job.record.backbone for job in jobs if job.record and job.record.backbone), None)
 
 
 def backbone_banner() -> None:

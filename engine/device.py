@@ -44,7 +44,7 @@ def default_size(device: torch.device) -> int:
     return CPU_DEFAULT_SIZE if device.type == "cpu" else GPU_DEFAULT_SIZE
 
 
-def describe(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{device.index} ({torch.cuda.get_device_name(device)})"
     return str(device)
@@ -169,6 +169,6 @@ def check_fits(
     gib = 1024**3
     raise ParamError(
         f"a {width}x{height} result needs about {need / gib:.1f} GiB for VGG19 activations but "
-        f"only {have / gib:.1f} GiB is free on {describe(device)}; use a size of at most about "
+        f"only {have / gib:.1f} GiB is free on {device_name(device)}; use a size of at most about "
         f"{fit} px (long edge)"
     )

@@ -20,7 +20,7 @@ from engine.device import (
     check_fits,
     configure_backends,
     default_size,
-    describe,
+    device_name,
     pick_device,
     pick_precision,
 )
@@ -299,7 +299,7 @@ def stylize(
         image=resize(to_image(loop.rgb), (final.width, final.height)),
         params=params,
         backbone=bb.label,
-        device=describe(dev),
+        device=device_name(dev),
         steps=loop.step,
         total_steps=loop.planned - loop.skipped,
         seconds=loop.elapsed(),

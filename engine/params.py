@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from PIL import Image
 
@@ -19,40 +19,71 @@ class ParamError(ValueError):
     """A parameter is out of range or inconsistent; the message says which and why."""
 
 
+def _param(default: Any, help: str, *, lo: float | None = None, hi: float | None = None) -> Any:
+    """A StyleParams field with what a person needs to know of it: ``help`` (shown by the CLI,
+    the Prefect UI's run form and the dashboard) and its bounds, checked by ``validate`` and by
+    flows/options.py's pydantic model, both from here."""
+    metadata = {"help": help, "min": lo, "max": hi}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class StyleParams:
     """Everything that decides the output image.
 
     Same params + same inputs + same device = same image."""
 
-    # Long edge of the result in pixels (aspect ratio kept); None: the device's default
-    # (engine.device.default_size: 256 on a CPU, 512 on a GPU).
-    size: int | None = None
-    iterations: int | None = None  # steps at the final scale; None: the engine's default
-    content_weight: float = 1.0
-    style_weight: float = 1.0  # "style strength"
-    tv_weight: float = 1.0
-    style_scale: float = 1.0  # style image size relative to the output's long edge
-    style_blend: list[float] | None = None  # one weight per style; None: equal
-    preserve_colors: bool = False  # luminance-only transfer: keep the content's chroma
-    seed: int = 0
-    optimizer: Literal["adam", "lbfgs"] = "adam"
-    pooling: Literal["max", "avg"] = "max"
-    style_stat: Literal["gram", "meancov"] = "gram"
-    min_size: int = 128  # long edge of the first, coarsest scale
-    init: Literal["content", "random"] = "content"
+    size: int | None = _param(
+        None,
+        "Long edge of the result in pixels (aspect ratio kept); empty: the device's default "
+        "(256 on a CPU, 512 on a GPU).",
+        lo=16,
+        hi=8192,
+    )
+    iterations: int | None = _param(
+        None, "Optimisation steps at the final scale; empty: the engine's default.", lo=1, hi=10**5
+    )
+    content_weight: float = _param(1.0, "How much the photo's content counts.", lo=0)
+    style_weight: float = _param(1.0, "Style strength: how much the style counts.", lo=0)
+    tv_weight: float = _param(1.0, "Smoothness: how much noise is penalised.", lo=0)
+    style_scale: float = _param(
+        1.0, "Size of the style image relative to the result's long edge.", lo=0.05, hi=8
+    )
+    style_blend: list[float] | None = _param(
+        None, "One weight per style, e.g. [0.7, 0.3]; empty: equal.", lo=0
+    )
+    preserve_colors: bool = _param(
+        False, "Keep the photo's colours (transfer brightness only)."
+    )
+    seed: int = _param(0, "Random seed: the same seed and inputs give the same image.")
+    optimizer: Literal["adam", "lbfgs"] = _param("adam", "Optimiser.")
+    pooling: Literal["max", "avg"] = _param("max", "Pooling in the network.")
+    style_stat: Literal["gram", "meancov"] = _param(
+        "gram", "Style statistic: Gram matrices or mean and covariance."
+    )
+    min_size: int = _param(128, "Long edge of the first, coarsest scale in pixels.", lo=16)
+    init: Literal["content", "random"] = _param(
+        "content", "Start from the photo or from noise."
+    )
 
     def validate(self, n_styles: int = 1) -> None:
         """Raise ParamError with a readable reason for anything the engine cannot honour."""
-        if self.size is not None and not 16 <= self.size <= 8192:
-            raise ParamError(f"size must be between 16 and 8192 pixels, got {self.size}")
-        if self.iterations is not None and not 1 <= self.iterations <= 100_000:
-            raise ParamError(f"iterations must be between 1 and 100000, got {self.iterations}")
-        for name in ("content_weight", "style_weight", "tv_weight"):
-            if getattr(self, name) < 0:
-                raise ParamError(f"{name} must not be negative, got {getattr(self, name)}")
-        if not 0.05 <= self.style_scale <= 8:
-            raise ParamError(f"style_scale must be between 0.05 and 8, got {self.style_scale}")
+        hints = get_type_hints(StyleParams)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else ()
+            if choices and value not in choices:
+                raise ParamError(
+                    f"{f.name} must be {' or '.join(map(str, choices))}, got {value!r}"
+                )
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            for v in value if isinstance(value, list) else [value]:
+                if lo is not None and v < lo or hi is not None and v > hi:
+                    raise ParamError(f"{f.name} must be {_bounds(lo, hi)}, got {value}")
         if n_styles < 1:
             raise ParamError("at least one style image is needed")
         if self.style_blend is not None:
@@ -61,18 +92,8 @@ class StyleParams:
                     f"{len(self.style_blend)} blend weights for {n_styles} styles: "
                     "give one per style"
                 )
-            if any(w < 0 for w in self.style_blend) or sum(self.style_blend) <= 0:
+            if sum(self.style_blend) <= 0:
                 raise ParamError("blend weights must be non-negative and not all zero")
-        if self.optimizer not in ("adam", "lbfgs"):
-            raise ParamError(f"optimizer must be adam or lbfgs, got {self.optimizer!r}")
-        if self.pooling not in ("max", "avg"):
-            raise ParamError(f"pooling must be max or avg, got {self.pooling!r}")
-        if self.style_stat not in ("gram", "meancov"):
-            raise ParamError(f"style_stat must be gram or meancov, got {self.style_stat!r}")
-        if self.init not in ("content", "random"):
-            raise ParamError(f"init must be content or random, got {self.init!r}")
-        if self.min_size < 16:
-            raise ParamError(f"min_size must be at least 16, got {self.min_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,10 +107,13 @@ class StyleParams:
             raise ParamError(
                 f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        try:
-            return cls(**data)
-        except TypeError as exc:  # pragma: no cover - dataclass signature errors
-            raise ParamError(str(exc)) from exc
+        return cls(**data)
+
+
+def _bounds(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f"between {lo:g} and {hi:g}"
+    return f"at least {lo:g}" if lo is not None else f"at most {hi:g}"
 
 
 @dataclass

@@ -23,12 +23,16 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from flows.settings import PROJECT_ROOT, Settings
 
 ALIVE_EVENT = "styledrop.run.alive"
 LOST_RUN_AUTOMATION_FILE = PROJECT_ROOT / "deployments" / "recover-lost-runs.yaml"
+# Flow run state types of a run that is working on its job, or about to stop doing so.
+OWNER_ALIVE = {"PENDING", "RUNNING", "CANCELLING"}
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +143,43 @@ def ended_state_to_restore(history: list[Any]) -> Any:
         message=f"{before.message or before.name} (kept: the lost-run automation rescheduled "
         "this run after it had ended; it was not run again)",
     )
+
+
+def run_is_alive(flow_run_id: str, silent_after_s: float) -> bool:
+    """Whether the flow run is working on its job, as the lost-run automation sees it: Pending,
+    Running or Cancelling (about to stop), and either in that state for less than
+    ``silent_after_s`` or with a ``styledrop.run.alive`` event in the last ``silent_after_s``.
+    A run killed with its machine stays Running on the server until the automation puts it
+    back in the queue; it counts as lost as soon as it has been silent that long."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventResourceFilter,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run_id = UUID(flow_run_id)
+    except ValueError:  # a record written outside a flow run
+        return False
+    since = datetime.now(UTC) - timedelta(seconds=silent_after_s)
+    with get_client(sync_client=True) as client:
+        try:
+            state = client.read_flow_run(run_id).state
+        except ObjectNotFound:
+            return False
+        if state is None or state.type.value not in OWNER_ALIVE:
+            return False
+        if state.timestamp >= since:
+            return True
+        beats = client.read_events(
+            EventFilter(
+                occurred=EventOccurredFilter(since=since),
+                event=EventNameFilter(name=[ALIVE_EVENT]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+            ),
+            limit=1,
+        )
+    return bool(beats.events)

@@ -42,12 +42,12 @@ class UnknownStyleError(ValueError):
         )
 
 
-def style_name(path: Path) -> str:
+def gallery_name(path: Path) -> str:
     """The gallery name of an image file: its lowercase stem."""
     return path.stem.lower()
 
 
-def describe(name: str) -> str:
+def description_from_name(name: str) -> str:
     """A description derived from the name alone: 'starry_night-2' -> 'Starry night 2'."""
     words = name.replace("_", " ").replace("-", " ").split()
     return " ".join(words).capitalize() if words else name
@@ -78,7 +78,7 @@ def _image_files(styles_dir: Path) -> dict[str, Path]:
         suffix = p.suffix.lower()
         if p.name.startswith(".") or suffix not in rank or not p.is_file():
             continue
-        name = style_name(p)
+        name = gallery_name(p)
         old = found.get(name)
         if old is None or (rank[suffix], p.name) < (rank[old.suffix.lower()], old.name):
             found[name] = p
@@ -92,12 +92,14 @@ def list_styles(styles_dir: Path) -> list[Style]:
     styles = []
     for name, path in sorted(_image_files(styles_dir).items()):
         desc = index.get(name, {}).get("description")
+        if not (isinstance(desc, str) and desc.strip()):
+            desc = description_from_name(name)
         thumb = styles_dir / THUMBS_DIR / f"{name}.jpg"
         styles.append(
             Style(
                 name=name,
                 path=path,
-                description=desc if isinstance(desc, str) and desc.strip() else describe(name),
+                description=desc,
                 thumbnail=thumb if thumb.is_file() else None,
             )
         )

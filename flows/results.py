@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from flows.layout import PREFECT_RESULTS
 from flows.settings import Settings
-from flows.storage import PREFECT_RESULTS, Storage, s3_options
+from flows.storage import Storage, s3_options
 
 
 def result_storage(settings: Settings) -> Any:

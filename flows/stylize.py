@@ -1,8 +1,8 @@
 """The ``stylize`` flow: one image, one or more styles, one result - validated, observable,
 resumable, and never computed twice.
 
-    validate inputs -> (finished before? reuse it) -> claim the job (computed by another run
-    now? wait, reuse its result) -> stylize image -> write result -> publish summary
+    check inputs -> claim job (finished before, or computed by another run now? wait for it,
+    reuse its result) -> stylize image -> save result (+ the run's summary)
 
 Deployment ``stylize/stylize`` (``deployments/prefect.yaml``), run by ``styledrop worker``.
 """
@@ -17,25 +17,22 @@ from prefect.states import Cancelled, Failed, State
 
 from flows.alive import keep_alive, state_before_false_reschedule
 from flows.deployment import FLOW_NAME
-from flows.jobs import CANCELLED, Job, JobRejected
+from flows.jobs import JobRejected, JobStatus, RunLink
 from flows.naming import run_name
+from flows.options import StyleOptions
 from flows.results import use_shared_result_storage
 from flows.settings import get_settings
-from flows.tasks.inputs import publish_input
+from flows.storage import get_storage
+from flows.tasks.check import check_inputs
 from flows.tasks.records import (
     claim_job,
     end_record,
-    find_completed_job,
-    link_rejected_run,
-    link_run_to_job,
+    link_run,
     record_run_end,
     reuse_result,
-    wait_for_owner,
-    write_result,
+    save_result,
 )
-from flows.tasks.summary import publish_summary
 from flows.tasks.transfer import run_style_transfer
-from flows.tasks.validate import validate_job
 
 
 def _run_name() -> str:
@@ -57,11 +54,14 @@ def _run_name() -> str:
     on_failure=[record_run_end],
     on_crashed=[record_run_end],
     on_cancellation=[record_run_end],
+    # Options are checked by the flow itself (flows/options.py), so that a bad one is refused
+    # with a reason in plain words rather than Prefect's parameter error.
+    validate_parameters=False,
 )
 def stylize(
     content: str,
     styles: list[str] | None = None,
-    options: dict[str, Any] | None = None,
+    options: StyleOptions | None = None,  # type: ignore[valid-type]
     output: str | None = None,
     force: bool = False,
     content_name: str | None = None,
@@ -69,7 +69,8 @@ def stylize(
     """Stylise ``content`` (a local path or s3:// URL) in the given ``styles`` (gallery names,
     paths or URLs; default: the configured default style) and return the job record.
 
-    ``options`` are StyleParams fields (blend weights: ``style_blend``); ``output`` is an
+    ``options`` are StyleParams fields (blend weights: ``style_blend``), as a mapping or as
+    the form the Prefect UI shows for them (flows/options.py); ``output`` is an
     extra place for the result (relative paths are inside the storage root) with the record
     beside it as ``<output>.json``. The same inputs and parameters are computed once: later
     submissions return the stored record marked ``reused`` unless ``force=True``.
@@ -87,7 +88,7 @@ def stylize(
 def stylize_job(
     content: str,
     styles: list[str] | None,
-    options: dict[str, Any] | None,
+    options: Any,
     output: str | None,
     force: bool,
     content_name: str | None = None,
@@ -95,44 +96,26 @@ def stylize_job(
     """The flow's steps, while the run tells the server it is alive."""
     settings = get_settings()
     run_id = flow_run.get_id()
-
+    styles = styles or [settings.default_style]
     try:
-        job = validate_job(
-            content, styles or [settings.default_style], options or {}, output, content_name
-        )
+        job = check_inputs(content, styles, options, output, content_name, run_id)
     except JobRejected as exc:
-        link_rejected_run(run_id, str(exc))
+        link_run(get_storage(settings), run_id, RunLink.rejected(str(exc)))
         # Returned, not raised: the run's message is then the reason itself, without Prefect's
         # "Flow run encountered an exception: JobRejected:" in front.
         return Failed(message=str(exc))
-    link_run_to_job(run_id, job.job_id)
-    publish_input(job)
 
-    if not force and (done := find_completed_job(job.job_id)):
-        return reuse_and_summarise(job, done, run_id)
+    # Finished before, or being computed by another run right now (submitted twice, the same
+    # photo under two names, a retry): reuse its result rather than compute it again.
+    record = claim_job(job, run_id, force)
+    if record.is_completed:
+        return reuse_result(job, record, run_id).to_dict()
 
-    # Another run may be computing this very job right now (submitted twice, the same photo
-    # under two names, a retry): wait for it and reuse its result rather than compute it
-    # again; take over if it ends without one.
-    while isinstance(claim := claim_job(job, run_id, force), str):
-        done = wait_for_owner(job.job_id, claim)
-        if done and not force:
-            return reuse_and_summarise(job, done, run_id)
-    record = claim
     stylized = run_style_transfer(job, force)
-
     if stylized.cancelled:
-        end_record(record, CANCELLED, "cancelled on request")
+        end_record(record, JobStatus.CANCELLED, "cancelled on request")
         return Cancelled(
             message=f"cancelled at step {stylized.summary['steps']} of "
             f"{stylized.summary['total_steps']}; resubmit to continue from the checkpoint"
         )
-    record = write_result(job, stylized, record)
-    publish_summary(record)
-    return record
-
-
-def reuse_and_summarise(job: Job, done: dict[str, Any], run_id: str | None) -> dict[str, Any]:
-    record = reuse_result(job, done, run_id)
-    publish_summary(record)
-    return record
+    return save_result(job, stylized, record).to_dict()

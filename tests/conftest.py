@@ -301,3 +301,23 @@ def drain_prefect_workers() -> None:
             await result
 
     run_coro_as_sync(drain())
+
+
+def job_record_json(job_id: str, status: str, **fields: object) -> bytes:
+    """A job record as the flow writes it (flows.jobs.JobRecord), for tests of its readers."""
+    from flows.jobs import JobRecord
+
+    record = {
+        "job_id": job_id,
+        "status": status,
+        "inputs": {
+            "content": "/in/photo.png",
+            "content_sha256": "c" * 64,
+            "content_size": (80, 60),
+            "styles": [{"requested": "mosaic", "source": "/styles/mosaic.png", "sha256": "a"}],
+        },
+        "params": {"size": 80},
+        "timings": {"started_at": "2026-01-02T03:04:00+00:00"},
+        **fields,
+    }
+    return JobRecord.model_validate(record).to_json()

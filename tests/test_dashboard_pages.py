@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from conftest import ROOT, free_port, make_image
+from conftest import ROOT, free_port, job_record_json, make_image
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -64,19 +64,17 @@ def write_job(
     folder.mkdir(parents=True, exist_ok=True)
     if status == "completed":
         (folder / "result.png").write_bytes(png_bytes((80, 60)))
-    (folder / "record.json").write_text(
-        json.dumps(
-            {
-                "job_id": job_id,
-                "status": status,
-                "backbone": backbone,
-                "device": "cpu",
-                "inputs": {"styles": [{"requested": "mosaic"}]},
-                "params": {"size": 80},
-                "timings": {"finished_at": "2026-01-02T03:04:05+00:00"},
-            }
-        )
+    record = job_record_json(
+        job_id,
+        status,
+        backbone=backbone,
+        device="cpu",
+        timings={
+            "started_at": "2026-01-02T03:04:00+00:00",
+            "finished_at": "2026-01-02T03:04:05+00:00",
+        },
     )
+    (folder / "record.json").write_bytes(record)
 
 
 # --- the API is down ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from conftest import ROOT, make_image, start_prefect_server, stop_process
+from conftest import ROOT, job_record_json, make_image, start_prefect_server, stop_process
 from PIL import Image
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import ArtifactCreate
@@ -217,8 +217,8 @@ def test_run_page_of_a_finished_job_shows_result_and_downloads(dash_env, make_ru
     buf = io.BytesIO()
     Image.new("RGB", (40, 30), (10, 200, 10)).save(buf, "PNG")
     (folder / "result.png").write_bytes(buf.getvalue())
-    record = {"job_id": job_id, "status": "completed", "backbone": "vgg19-imagenet", "steps": 6}
-    (folder / "record.json").write_text(json.dumps(record))
+    record = job_record_json(job_id, "completed", backbone="vgg19-imagenet", steps=6)
+    (folder / "record.json").write_bytes(record)
     (dash_env / "_runs").mkdir()
     (dash_env / "_runs" / f"{done.id}.json").write_text(
         json.dumps({"job_id": job_id, "record": f"_jobs/{job_id}/record.json"})
@@ -279,7 +279,7 @@ def test_run_page_of_a_running_job_shows_the_latest_preview(dash_env, make_run):
     Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, "JPEG")
     (folder / "preview.jpg").write_bytes(buf.getvalue())
     (folder / "input.jpg").write_bytes(buf.getvalue())
-    (folder / "record.json").write_text(json.dumps({"job_id": job_id, "status": "running"}))
+    (folder / "record.json").write_bytes(job_record_json(job_id, "running"))
     (dash_env / "_runs").mkdir()
     (dash_env / "_runs" / f"{running.id}.json").write_text(json.dumps({"job_id": job_id}))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)

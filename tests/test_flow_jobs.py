@@ -10,10 +10,11 @@ from prefect.states import Completed, Failed
 
 from engine import StyleParams
 from flows import jobs
-from flows.jobs import JobRejected
+from flows.checks import locate_style, open_image, output_format
+from flows.jobs import JobRecord, JobRejected, JobStatus
+from flows.options import parse_options
 from flows.settings import Settings
 from flows.tasks.retry import retry_on_infrastructure_fault
-from flows.tasks.validate import locate_style, open_image, output_format, parse_params
 
 
 def test_job_id_depends_on_bytes_and_params_not_on_how_blend_is_written() -> None:
@@ -36,21 +37,37 @@ def test_record_life_cycle() -> None:
         content="/in/photo.png",
         content_sha256="c" * 64,
         content_size=(48, 40),
-        styles=[jobs.StyleInput("mosaic", "/styles/mosaic.png", "a" * 64)],
+        styles=[jobs.StyleInput(requested="mosaic", source="/styles/mosaic.png", sha256="a" * 64)],
         params=StyleParams(size=48).to_dict(),
     )
-    record = jobs.new_record(job, "run-1", force=False)
-    assert record["status"] == "running"
-    assert record["result"] == "_jobs/0123456789abcdef/result.png"
-    done = jobs.completed_record(
-        record, {"backbone": "random(seed=0)", "device": "cpu", "steps": 10, "total_steps": 10,
-                 "steps_per_second": 5.0, "resumed_from_step": 3, "seconds": 2.0}
+    record = JobRecord.start(job, "run-1", force=False)
+    assert record.status == "running"
+    assert record.result == "_jobs/0123456789abcdef/result.png"
+    done = record.completed(
+        {"backbone": "random(seed=0)", "device": "cpu", "steps": 10, "total_steps": 10,
+         "steps_per_second": 5.0, "resumed_from_step": 3, "seconds": 2.0}
     )
-    assert done["status"] == "completed" and done["resumed_from_step"] == 3
-    assert done["timings"]["engine_s"] == 2.0 and done["timings"]["finished_at"]
-    assert jobs.is_completed(done) and not jobs.is_completed(record)
-    cancelled = jobs.ended_record(record, jobs.CANCELLED, "stop")
-    assert cancelled["status"] == "cancelled" and cancelled["error"] == "stop"
+    assert done.status is JobStatus.COMPLETED and done.resumed_from_step == 3
+    assert done.timings.engine_s == 2.0 and done.timings.finished_at
+    assert done.is_completed and not record.is_completed
+    cancelled = record.ended(JobStatus.CANCELLED, "stop")
+    assert cancelled.status == "cancelled" and cancelled.error == "stop"
+    # The file is JSON people read, and reads back as it was written.
+    assert JobRecord.model_validate_json(done.to_json()) == done
+    assert b'"status": "completed"' in done.to_json()
+
+
+def test_records_written_by_an_older_styledrop_still_read() -> None:
+    old = {
+        "job_id": "0123456789abcdef", "status": "completed", "flow_run_id": "r",
+        "inputs": {"content": "/in/p.png", "content_sha256": "c", "content_size": [4, 4],
+                   "styles": [{"requested": "mosaic", "source": "/s.png", "sha256": "a"}]},
+        "params": {"size": 48}, "timings": {"started_at": "2026-01-01T00:00:00+00:00"},
+        "some_field_of_the_past": 1, "versions": None,
+    }
+    old.pop("versions")
+    record = JobRecord.model_validate(old)
+    assert record.is_completed and record.inputs.content_size == (4, 4)
 
 
 @pytest.mark.parametrize(
@@ -58,14 +75,14 @@ def test_record_life_cycle() -> None:
     [
         ({"size": 4}, "size must be between"),
         ({"colour": 1}, "unknown option(s): colour"),
-        ({"size": "big"}, "wrong type"),
+        ({"size": "big"}, "size must be a valid integer"),
         ({"style_blend": [1, 2, 3]}, "3 blend weights for 1 styles"),
         ("size=64", "must be a mapping"),
     ],
 )
 def test_bad_parameters_are_refused_with_a_reason(options, reason) -> None:
     with pytest.raises(JobRejected, match=reason.replace("(", r"\(").replace(")", r"\)")):
-        parse_params(options, n_styles=1)
+        parse_options(options, n_styles=1)
 
 
 def test_validation_helpers_refuse_with_reasons(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, make_image, stop_process, wait_until
-from test_flow_stylize import configure, task_runs_of
+from test_flow_stylize import configure
 
-from flows import storage
+from flows.layout import JobLayout
 from flows.storage import Storage
 from flows.stylize import stylize
 
@@ -65,8 +65,8 @@ def test_a_killed_run_resumes_from_its_checkpoint(
     job_id = checkpoint.parent.name
     saved = torch.load(io.BytesIO(checkpoint.read_bytes()), weights_only=True)
     assert saved["job_id"] == job_id and saved["step"] > 0
-    assert store.read_json(storage.record_path(job_id))["status"] == "running"
-    assert not store.exists(storage.result_path(job_id)), "killed before it finished"
+    assert store.read_json(JobLayout(job_id).record)["status"] == "running"
+    assert not store.exists(JobLayout(job_id).result), "killed before it finished"
 
     state = stylize(str(content), [str(style)], options, return_state=True)
 
@@ -76,8 +76,13 @@ def test_a_killed_run_resumes_from_its_checkpoint(
     # At least where the checkpoint we saw was (the killed run may have written a later one).
     assert record["resumed_from_step"] >= saved["step"] > 0
     assert record["steps"] == record["total_steps"]
-    assert store.exists(storage.result_path(job_id))
-    assert "wait for the run computing this job" in task_runs_of(
-        client, state.state_details.flow_run_id
+    assert store.exists(JobLayout(job_id).result)
+    # It waited for the killed run (still Running on the server) until that went silent.
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    run_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+    messages = wait_until(
+        lambda: [log.message for log in client.read_logs(run_filter)], 30, "the run's logs"
     )
+    assert any("is being computed by flow run" in m for m in messages), messages
 

@@ -30,7 +30,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.states import Cancelling
 
-from flows import jobs, storage
+from flows import storage
+from flows.jobs import JobRecord
+from flows.layout import JobLayout, run_link_path
 from flows.settings import Settings, get_settings
 from flows.storage import Storage
 from flows.stylize import stylize
@@ -140,12 +142,12 @@ def test_a_run_completes_with_result_and_record(done) -> None:
     assert record["flow_run_id"] == str(state.state_details.flow_run_id)
     assert record["steps_per_second"] > 0 and record["timings"]["finished_at"]
 
-    result = Image.open(io.BytesIO(store.read_bytes(storage.result_path(job_id))))
+    result = Image.open(io.BytesIO(store.read_bytes(JobLayout(job_id).result)))
     assert result.format == "PNG" and result.size == (48, 40)
-    assert store.read_json(storage.record_path(job_id)) == record
-    assert store.exists(storage.preview_path(job_id))
-    link = store.read_json(storage.run_link_path(record["flow_run_id"]))
-    assert link == {"job_id": job_id, "record": storage.record_path(job_id)}
+    assert store.read_json(JobLayout(job_id).record) == record
+    assert store.exists(JobLayout(job_id).preview)
+    link = store.read_json(run_link_path(record["flow_run_id"]))
+    assert link["job_id"] == job_id and link["record"] == JobLayout(job_id).record
 
     # output=: a JPEG where the caller asked (relative: inside the storage root) + its record
     exported = Image.open(io.BytesIO(store.read_bytes("exports/photo.jpg")))
@@ -248,7 +250,7 @@ def test_a_run_is_named_after_its_photo_and_logs_its_progress(done, client) -> N
 def test_the_same_job_again_is_reused_not_computed(done, client) -> None:
     first = done["state"].result()
     store = done["store"]
-    result_file = Path(store.url(storage.result_path(first["job_id"])))
+    result_file = Path(store.url(JobLayout(first["job_id"]).result))
     mtime = result_file.stat().st_mtime_ns
     # Same bytes under another name, same parameters written differently: same job.
     copy = done["content"].with_name("copy.png")
@@ -261,7 +263,7 @@ def test_the_same_job_again_is_reused_not_computed(done, client) -> None:
     assert again["flow_run_id"] == first["flow_run_id"]  # who computed it
     assert "stylize image" not in task_runs_of(client, state.state_details.flow_run_id)
     assert result_file.stat().st_mtime_ns == mtime
-    assert store.read_json(storage.run_link_path(str(state.state_details.flow_run_id)))["job_id"] \
+    assert store.read_json(run_link_path(str(state.state_details.flow_run_id)))["job_id"] \
         == first["job_id"]
 
 
@@ -306,7 +308,10 @@ def test_the_same_job_twice_at_the_same_moment_is_computed_once(
     assert records[0]["job_id"] == records[1]["job_id"]
     (computed,) = [r for r in records if not r.get("reused")]
     (reused,) = [r for r in records if r.get("reused")]
-    assert {k: v for k, v in reused.items() if k not in ("reused", "reused_by")} == computed
+    def who(r: dict) -> dict:
+        return {k: v for k, v in r.items() if k not in ("reused", "reused_by")}
+
+    assert who(reused) == who(computed)
     assert reused["reused_by"] != computed["flow_run_id"]
     assert computed["steps"] == 40 and computed["resumed_from_step"] == 0
     # The engine ran once: one "stylize image" task over both runs.
@@ -316,7 +321,7 @@ def test_the_same_job_twice_at_the_same_moment_is_computed_once(
         for tr in task_runs_of(client, s.state_details.flow_run_id).get("stylize image", [])
     ]
     assert len(engine_runs) == 1, engine_runs
-    assert Storage(settings.storage_root, settings).exists(storage.result_path(computed["job_id"]))
+    assert Storage(settings.storage_root, settings).exists(JobLayout(computed["job_id"]).result)
 
 
 def test_a_claim_after_the_owner_finished_waits_for_its_result_instead_of_computing(
@@ -327,21 +332,21 @@ def test_a_claim_after_the_owner_finished_waits_for_its_result_instead_of_comput
     the finished job, not write a new "running" record over it and compute it again."""
     from uuid import uuid4
 
-    from flows.tasks.records import claim_job
-    from flows.tasks.validate import validate_job
+    from flows.checks import check_job
+    from flows.tasks.records import try_claim
 
     settings = configure(monkeypatch, tmp_path)
+    store = Storage(settings.storage_root, settings)
     content = make_image(tmp_path / "photo.png", (48, 40), seed=31)
     style = make_image(tmp_path / "style.png", (48, 48), seed=32)
     state = stylize(str(content), [str(style)], FAST, return_state=True)
     finished = state.result()
-    job = validate_job.fn(str(content), [str(style)], FAST, None)
+    job = check_job(str(content), [str(style)], FAST, None, None, settings)
 
-    claim = claim_job.fn(job, str(uuid4()), False)
+    claim = try_claim(store, job, str(uuid4()), False)
 
-    assert claim == finished["flow_run_id"]  # the run to take the result from
-    record = Storage(settings.storage_root, settings).read_json(storage.record_path(job.job_id))
-    assert record == finished  # left as the owner wrote it
+    assert claim.record is None and claim.owner == finished["flow_run_id"]  # take its result
+    assert store.read_json(JobLayout(job.job_id).record) == finished  # as the owner wrote it
 
 
 def test_the_claim_lock_lets_one_holder_in_at_a_time(prefect_api, client) -> None:
@@ -371,15 +376,17 @@ def test_a_run_waiting_for_a_lost_duplicate_takes_over(
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
     from prefect.states import Crashed, Running
 
-    from flows.tasks.validate import validate_job
+    from flows.checks import check_job
 
     settings = configure(monkeypatch, tmp_path, STYLEDROP_DUPLICATE_POLL_S="0.3")
     store = Storage(settings.storage_root, settings)
     content = make_image(tmp_path / "photo.png", (48, 40), seed=31)
     style = make_image(tmp_path / "style.png", (48, 48), seed=32)
-    job = validate_job.fn(str(content), [str(style)], FAST, None)
+    job = check_job(str(content), [str(style)], FAST, None, None, settings)
     owner = client.create_flow_run(stylize, parameters={"content": str(content)}, state=Running())
-    store.write_json(storage.record_path(job.job_id), jobs.new_record(job, str(owner.id), False))
+    store.write_bytes(
+        JobLayout(job.job_id).record, JobRecord.start(job, str(owner.id), False).to_json()
+    )
 
     done: dict = {}
     waiter = threading.Thread(
@@ -391,13 +398,13 @@ def test_a_run_waiting_for_a_lost_duplicate_takes_over(
     def waiting() -> bool:
         task_runs = client.read_task_runs(
             task_run_filter=TaskRunFilter(
-                name=TaskRunFilterName(like_="wait for the run computing this job")
+                name=TaskRunFilterName(like_="claim job")
             )
         )
         return any(tr.state and tr.state.is_running() for tr in task_runs)
 
     wait_until(waiting, 60, "the second run to wait for the first")
-    assert store.read_json(storage.record_path(job.job_id))["flow_run_id"] == str(owner.id)
+    assert store.read_json(JobLayout(job.job_id).record)["flow_run_id"] == str(owner.id)
     client.set_flow_run_state(owner.id, Crashed(message="worker lost"), force=True)
     waiter.join(120)
 
@@ -453,11 +460,11 @@ def test_bad_input_fails_at_once_with_its_reason(
     run_id = state.state_details.flow_run_id
     flow_run = client.read_flow_run(run_id)
     assert flow_run.run_count == 1
-    (validate,) = task_runs_of(client, run_id)["validate inputs"]
+    (validate,) = task_runs_of(client, run_id)["check inputs"]
     assert validate.run_count == 1, "a refused job must not be retried"
     assert "stylize image" not in task_runs_of(client, run_id)
     assert elapsed < 20  # no retry delays
-    link = Storage(settings.storage_root, settings).read_json(storage.run_link_path(str(run_id)))
+    link = Storage(settings.storage_root, settings).read_json(run_link_path(str(run_id)))
     assert link["status"] == "rejected" and reason in link["error"]
 
 
@@ -480,8 +487,8 @@ def test_an_engine_failure_fails_the_run_and_marks_its_record(
     (engine_run,) = task_runs_of(client, run_id)["stylize image"]
     assert engine_run.run_count == 1
     store = Storage(settings.storage_root, settings)
-    job_id = store.read_json(storage.run_link_path(str(run_id)))["job_id"]
-    record = store.read_json(storage.record_path(job_id))
+    job_id = store.read_json(run_link_path(str(run_id)))["job_id"]
+    record = store.read_json(JobLayout(job_id).record)
     assert record["status"] == "failed" and "missing-vgg19.pth" in record["error"]
 
 
@@ -532,11 +539,11 @@ def test_cancel_request_stops_a_running_job(
     (state,) = states
     assert state.is_cancelled(), (state.type, state.message)
     assert client.read_flow_run(run_id).state.is_cancelled()
-    record = store.read_json(storage.record_path(job_id))
+    record = store.read_json(JobLayout(job_id).record)
     assert record["status"] == "cancelled"
     # The work done so far is kept for a resubmission.
-    assert store.exists(storage.checkpoint_path(job_id))
-    assert not store.exists(storage.result_path(job_id))
+    assert store.exists(JobLayout(job_id).checkpoint)
+    assert not store.exists(JobLayout(job_id).result)
 
 
 # --- S3 --------------------------------------------------------------------------------------
@@ -563,8 +570,8 @@ def test_a_job_on_s3_reads_and_writes_through_the_s3_api(
     assert state.is_completed(), state.message
     record = state.result()
     store = Storage(settings.storage_root, settings)
-    assert store.read_json(storage.record_path(record["job_id"]))["status"] == "completed"
-    result = Image.open(io.BytesIO(store.read_bytes(storage.result_path(record["job_id"]))))
+    assert store.read_json(JobLayout(record["job_id"]).record)["status"] == "completed"
+    result = Image.open(io.BytesIO(store.read_bytes(JobLayout(record["job_id"]).result)))
     assert result.size == (48, 40)
     assert storage.exists("s3://styledrop-test/exports/photo.png.json", settings)
     # Prefect's persisted result is on S3 too, under the storage root.

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.gallery import Style, UnknownStyleError, describe, list_styles, resolve_style
+from flows.gallery import (
+    Style,
+    UnknownStyleError,
+    description_from_name,
+    list_styles,
+    resolve_style,
+)
 from flows.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,8 +136,8 @@ def test_name_clash_prefers_png(gallery_copy: Path) -> None:
     assert resolve_style("twin.jpg", gallery_copy) == gallery_copy / "twin.jpg"
 
 
-def test_describe() -> None:
-    assert describe("starry_night-2") == "Starry night 2"
+def test_description_from_name() -> None:
+    assert description_from_name("starry_night-2") == "Starry night 2"
 
 
 def test_resolve_style_by_name_and_path(gallery: list[Style], tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from prefect.deployments import run_deployment
 from prefect.states import Cancelling
 from test_flow_stylize import artifacts_of
 
-from flows import storage
+from flows.layout import JobLayout, run_link_path
 from flows.stack import descendants, pid_alive
 from flows.storage import Storage
 
@@ -107,7 +107,7 @@ def read_run(client, run_id: str) -> Any:
 
 
 def record_of(w: Worker, run_id: str) -> dict[str, Any]:
-    link = w.store.read_json(storage.run_link_path(run_id))
+    link = w.store.read_json(run_link_path(run_id))
     return w.store.read_json(link["record"])
 
 
@@ -123,7 +123,7 @@ def test_runs_execute_in_the_warm_process_with_their_artifacts(worker: Worker, c
         assert run.infrastructure_pid == str(worker.proc.pid)
         record = record_of(worker, run_id)
         assert record["status"] == "completed" and record["worker"]["name"] == NAME
-        assert worker.store.exists(storage.result_path(record["job_id"]))
+        assert worker.store.exists(JobLayout(record["job_id"]).result)
         kinds = artifacts_of(client, run.id)
         assert {"progress", "image", "markdown"} <= set(kinds), kinds
         assert kinds["progress"][-1].data == 100
@@ -142,7 +142,7 @@ def test_cancel_ends_the_run_cancelled_and_the_worker_goes_on(worker: Worker, cl
     run_id = submit(worker, ENDLESS, seed=5)
 
     def progressing() -> bool:
-        link = worker.store.read_json(storage.run_link_path(run_id))
+        link = worker.store.read_json(run_link_path(run_id))
         key = f"job-{link['job_id']}-progress"
         arts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
@@ -156,7 +156,7 @@ def test_cancel_ends_the_run_cancelled_and_the_worker_goes_on(worker: Worker, cl
     stopped_after = time.monotonic() - asked
     record = record_of(worker, run_id)
     assert record["status"] == "cancelled"
-    assert worker.store.exists(storage.checkpoint_path(record["job_id"]))
+    assert worker.store.exists(JobLayout(record["job_id"]).checkpoint)
     assert stopped_after < 10
 
     # The same worker takes the next job.
@@ -301,7 +301,7 @@ def test_prefects_own_cli_makes_the_pool_and_starts_the_same_warm_worker(
 
         endless = run(ENDLESS, seed=13)
         wait_until(
-            lambda: store.exists(storage.run_link_path(endless))
+            lambda: store.exists(run_link_path(endless))
             and read_run(client, endless).state.is_running(),
             120, "the endless job to run", 0.3,
         )  # fmt: skip

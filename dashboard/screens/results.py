@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard import ui, views
 from dashboard.store import DashboardStore, JobFolder
+from flows.jobs import JobRecord
 
 GRID_COLUMNS = 3
 RESULTS_SHOWN = 30
@@ -35,40 +36,42 @@ def reader(store: DashboardStore, rel: str) -> Callable[[], bytes]:
     return lambda: store.read(rel) or b""
 
 
-def caption(job: JobFolder) -> str:
-    styles = [s.get("requested", "?") for s in (job.record.get("inputs") or {}).get("styles", [])]
-    params = job.record.get("params") or {}
-    when = (job.record.get("timings") or {}).get("finished_at") or ""
+def caption(record: JobRecord) -> str:
+    styles = [s.requested for s in record.inputs.styles]
+    params = record.params
+    when = record.timings.finished_at or ""
     names = views.style_names({"styles": styles, "options": params})
     size = f"{params['size']}px" if params.get("size") else "default size"
     return f"{names} · {size} · {when.replace('T', ' ')[:16]}"
 
 
 def result_card(store: DashboardStore, job: JobFolder) -> None:
+    layout, record = job.layout, job.record
+    assert record is not None  # the page shows finished jobs only
     thumb = ui.guarded(
-        lambda: thumbnail(store.root, job.result_rel, str(job.modified)),
-        f"Could not read the result of job {job.job_id}",
+        lambda: thumbnail(store.root, layout.result, str(job.modified)),
+        f"Could not read the result of job {layout.job_id}",
     )
     if thumb:
         st.image(thumb, width="stretch")
-    st.caption(caption(job))
+    st.caption(caption(record))
     st.download_button(
         "Result",
-        data=reader(store, job.result_rel),
-        file_name=job.download_name("png"),
+        data=reader(store, layout.result),
+        file_name=layout.download_name("png"),
         mime="image/png",
         on_click="ignore",
         icon=":material/download:",
-        key=f"result_{job.job_id}",
+        key=f"result_{layout.job_id}",
     )
     st.download_button(
         "Record",
-        data=job.record_text(),
-        file_name=job.download_name("json"),
+        data=record.to_json(),
+        file_name=layout.download_name("json"),
         mime="application/json",
         on_click="ignore",
         icon=":material/description:",
-        key=f"record_{job.job_id}",
+        key=f"record_{layout.job_id}",
     )
 
 

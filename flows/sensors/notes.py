@@ -4,7 +4,8 @@ error note written beside a file in failed/ (``<name>.error.txt``)."""
 from __future__ import annotations
 
 from flows.deployment import RunView, plain_reason
-from flows.sensors.take import Take, now_iso
+from flows.jobs import timestamp
+from flows.sensors.take import Take
 
 
 def failure_reason(message: str | None, processing_url: str, inbox_url: str) -> str:
@@ -35,7 +36,7 @@ def error_note(take: Take, run: RunView | None, run_url: str | None) -> str:
     if take.attempts:
         lines.append(f"Resubmitted {take.attempts} time(s) after crashes.")
     lines += [
-        f"Time:     {now_iso()}",
+        f"Time:     {timestamp()}",
         "",
         "To try again, fix the cause and drop the file into inbox/ again",
         "(the history of this attempt is in the .run.json file beside it).",

@@ -10,14 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from flows.jobs import timestamp
+
 BOOKKEEPING_SUFFIX = ".run.json"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -25,7 +22,7 @@ class Take:
     inbox_rel: str  # where the file was dropped, relative to inbox/
     rel: str  # its name under processing/ (inbox_rel unless that name was busy)
     take_id: str  # random per take: tells this take's flow runs from an earlier drop's
-    taken_at: str = field(default_factory=now_iso)
+    taken_at: str = field(default_factory=timestamp)
     sidecar: str | None = None  # the sidecar's name under processing/, if there was one
     content_sha256: str = ""
     key: str = ""  # idempotency key base (without the generation/attempt suffix)
@@ -49,7 +46,7 @@ class Take:
 
     def note(self, what: str, **details: Any) -> None:
         """Append to the history kept in the bookkeeping file (what happened, when)."""
-        self.history.append({"at": now_iso(), "what": what, **details})
+        self.history.append({"at": timestamp(), "what": what, **details})
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=2, default=str).encode()

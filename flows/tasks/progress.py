@@ -25,7 +25,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
 
 import engine
-from flows import storage
+from flows.layout import JobLayout
 from flows.settings import Settings
 from flows.storage import Storage
 
@@ -53,23 +53,7 @@ class Every:
         return False
 
 
-def progress_key(job_id: str) -> str:
-    return f"job-{job_id}-progress"
-
-
-def preview_key(job_id: str) -> str:
-    return f"job-{job_id}-preview"
-
-
-def input_key(job_id: str) -> str:
-    return f"job-{job_id}-input"
-
-
-def summary_key(job_id: str) -> str:
-    return f"job-{job_id}-summary"
-
-
-def describe(p: engine.Progress) -> str:
+def progress_text(p: engine.Progress) -> str:
     return (
         f"step {p.step}/{p.total_steps} (scale {p.scale + 1}/{p.n_scales}), "
         f"loss {p.loss:.4g}, {p.elapsed_s:.0f} s"
@@ -88,6 +72,7 @@ class JobMonitor:
         logger: logging.Logger | logging.LoggerAdapter,
     ) -> None:
         self.job_id = job_id
+        self.layout = JobLayout(job_id)
         self.flow_run_id = flow_run_id
         self.store = store
         self.settings = settings
@@ -100,7 +85,7 @@ class JobMonitor:
         self.preview_artifact: Any = None
         self.cancel_requested = False
         self.progress_artifact = create_progress_artifact(
-            progress=0.0, key=progress_key(job_id), description="waiting for the first step"
+            progress=0.0, key=self.layout.progress_key, description="waiting for the first step"
         )
 
     def __call__(self, progress: engine.Progress) -> bool | None:
@@ -110,14 +95,14 @@ class JobMonitor:
             self.report(progress)
         if (tenth := int(progress.fraction * 10)) > self.logged_tenth:
             self.logged_tenth = tenth
-            self.logger.info("%d%% done: %s", 10 * tenth, describe(progress))
+            self.logger.info("%d%% done: %s", 10 * tenth, progress_text(progress))
         if progress.step - self.last_preview_step >= self.settings.preview_every:
             self.last_preview_step = progress.step
             self.write_preview(progress)
         if self.checkpoint_due.due():
             self.write_checkpoint(progress)
         if self.cancel_due.due() and self.cancelling():
-            self.logger.info("cancel requested at %s: stopping", describe(progress))
+            self.logger.info("cancel requested at %s: stopping", progress_text(progress))
             self.cancel_requested = True
             # Keep the work done so far: a resubmission continues from here.
             self.write_checkpoint(progress)
@@ -126,7 +111,9 @@ class JobMonitor:
 
     def park(self, progress: engine.Progress) -> None:
         """Checkpoint, then wait for the process to end (see HAND_BACK): never returns."""
-        self.logger.info("worker stopping at %s: checkpoint, then handed back", describe(progress))
+        self.logger.info(
+            "worker stopping at %s: checkpoint, then handed back", progress_text(progress)
+        )
         self.write_checkpoint(progress)
         PARKED.add(str(self.flow_run_id))
         threading.Event().wait()
@@ -134,7 +121,7 @@ class JobMonitor:
     # --- side effects ----------------------------------------------------------------------
 
     def report(self, progress: engine.Progress) -> None:
-        self.set_progress(100.0 * progress.fraction, describe(progress))
+        self.set_progress(100.0 * progress.fraction, progress_text(progress))
 
     def report_done(self, result: engine.StyleResult) -> None:
         """Final progress: 100 when the image is done, where it stopped when cancelled."""
@@ -161,7 +148,7 @@ class JobMonitor:
             data = engine.encode_image(
                 progress.preview(), "jpeg", {"job_id": self.job_id, "step": progress.step}
             )
-            rel = storage.preview_path(self.job_id)
+            rel = self.layout.preview
             self.store.write_bytes(rel, data)
             self.show_preview(rel, progress)
         except Exception as exc:  # noqa: BLE001
@@ -170,11 +157,11 @@ class JobMonitor:
     def show_preview(self, rel: str, progress: engine.Progress) -> None:
         """One image artifact per run pointing at the (overwritten) preview file; later
         previews only update its description, so the UI keeps one entry per run."""
-        caption = f"Preview at {describe(progress)}"
+        caption = f"Preview at {progress_text(progress)}"
         if self.preview_artifact is None:
             self.preview_artifact = create_image_artifact(
                 image_url=self.store.public_url(rel),
-                key=preview_key(self.job_id),
+                key=self.layout.preview_key,
                 description=caption,
             )
             return
@@ -194,8 +181,8 @@ class JobMonitor:
                 },
                 buffer,
             )
-            self.store.write_bytes(storage.checkpoint_path(self.job_id), buffer.getvalue())
-            self.logger.info("checkpoint at %s", describe(progress))
+            self.store.write_bytes(self.layout.checkpoint, buffer.getvalue())
+            self.logger.info("checkpoint at %s", progress_text(progress))
         except Exception as exc:  # noqa: BLE001
             self.logger.warning("checkpoint at step %d failed: %s", progress.step, exc)
 
@@ -224,7 +211,7 @@ def load_checkpoint(
     ``force`` asks for a fresh computation, so an earlier run's checkpoint is ignored - but a
     checkpoint this very flow run wrote (it crashed and is being retried) is still used.
     """
-    rel = storage.checkpoint_path(job_id)
+    rel = JobLayout(job_id).checkpoint
     try:
         data = store.read_bytes(rel)
     except FileNotFoundError:

@@ -1,18 +1,13 @@
-"""Step 4: a markdown artifact that tells a person what this run did, with links that open in a
-browser."""
+"""The run's markdown artifact: what this run did, with links that open in a browser."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
 from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS
-from flows import storage
-from flows.storage import Storage, get_storage
-from flows.tasks.progress import summary_key
+from flows.jobs import JobRecord
+from flows.layout import JobLayout
+from flows.storage import Storage
 
 RANDOM_BACKBONE_WARNING = (
     "> **Warning: random backbone.** No pretrained VGG19 weights were available, so this image "
@@ -25,14 +20,13 @@ FALLBACK_BACKBONE_NOTE = (
 )
 
 
-@task(name="publish summary", cache_policy=NO_CACHE, persist_result=False)
-def publish_summary(record: dict[str, Any]) -> str:
+def publish_summary(record: JobRecord, store: Storage) -> str:
     """Create the run's markdown artifact; returns the markdown."""
-    markdown = render_summary(record, get_storage())
+    markdown = render_summary(record, store)
     create_markdown_artifact(
         markdown=markdown,
-        key=summary_key(record["job_id"]),
-        description=f"styledrop job {record['job_id']}: {record['status']}",
+        key=JobLayout(record.job_id).summary_key,
+        description=f"styledrop job {record.job_id}: {record.status}",
     )
     return markdown
 
@@ -44,55 +38,51 @@ def link(store: Storage, rel: str, label: str) -> str:
         return f"`{rel}`"
 
 
-def render_summary(record: dict[str, Any], store: Storage) -> str:
-    job_id = record["job_id"]
-    inputs = record["inputs"]
-    params = record["params"]
-    headline = "reused an earlier result" if record.get("reused") else record["status"]
-    lines = [f"## styledrop job `{job_id}`: {headline}", ""]
-    backbone = str(record.get("backbone") or "")
+def render_summary(record: JobRecord, store: Storage) -> str:
+    layout = JobLayout(record.job_id)
+    inputs, params = record.inputs, record.params
+    headline = "reused an earlier result" if record.reused else record.status
+    lines = [f"## styledrop job `{record.job_id}`: {headline}", ""]
+    backbone = record.backbone or ""
     if backbone.startswith("random"):
         lines += [RANDOM_BACKBONE_WARNING, ""]
     elif backbone == HED_LABEL:
         lines += [FALLBACK_BACKBONE_NOTE, ""]
-    result_url = store.public_url(storage.result_path(job_id))
-    lines += [f"![result]({result_url})", ""]
+    lines += [f"![result]({store.public_url(layout.result)})", ""]
     blend = params.get("style_blend")
     styles = ", ".join(
-        f"`{s['requested']}`" + (f" ({blend[i]:.2f})" if blend else "")
-        for i, s in enumerate(inputs["styles"])
+        f"`{s.requested}`" + (f" ({blend[i]:.2f})" if blend else "")
+        for i, s in enumerate(inputs.styles)
     )
-    w, h = inputs["content_size"]
-    engine_s = record["timings"].get("engine_s")
+    w, h = inputs.content_size
+    engine_s = record.timings.engine_s
     timing = (
-        f"{engine_s:.1f} s for {record['steps']} steps ({record['steps_per_second']} steps/s)"
+        f"{engine_s:.1f} s for {record.steps} steps ({record.steps_per_second} steps/s)"
         if engine_s is not None
         else "-"
     )
-    if record.get("resumed_from_step"):
-        timing += f", resumed from step {record['resumed_from_step']}"
+    if record.resumed_from_step:
+        timing += f", resumed from step {record.resumed_from_step}"
     rows = [
-        ("Content", f"`{inputs['content']}` ({w}x{h})"),
+        ("Content", f"`{inputs.content}` ({w}x{h})"),
         ("Style(s)", styles),
-        ("Device", record.get("device") or "-"),
-        ("Backbone", record.get("backbone") or "-"),
+        ("Device", record.device or "-"),
+        ("Backbone", record.backbone or "-"),
         ("Time", timing),
         (
             "Started / finished",
-            f"{record['timings']['started_at']} / {record['timings'].get('finished_at') or '-'}",
+            f"{record.timings.started_at} / {record.timings.finished_at or '-'}",
         ),
-        ("Result", link(store, storage.result_path(job_id), "result.png")),
+        ("Result", link(store, layout.result, "result.png")),
         (
             "Preview",
-            link(store, storage.preview_path(job_id), "preview.jpg")
-            if store.exists(storage.preview_path(job_id))
-            else "-",
+            link(store, layout.preview, "preview.jpg") if store.exists(layout.preview) else "-",
         ),
-        ("Record", link(store, storage.record_path(job_id), "record.json")),
-        ("Computed by flow run", f"`{record.get('flow_run_id')}`"),
+        ("Record", link(store, layout.record, "record.json")),
+        ("Computed by flow run", f"`{record.flow_run_id}`"),
     ]
-    if record.get("output"):
-        rows.append(("Also written to", f"`{record['output']}`"))
+    if record.output:
+        rows.append(("Also written to", f"`{record.output}`"))
     lines += ["| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
     lines += ["", "### Parameters", "", "| parameter | value |", "| --- | --- |"]
     lines += [f"| {k} | `{v}` |" for k, v in params.items()]

@@ -1,41 +1,42 @@
-"""Step 1: refuse what cannot be stylised, with a reason a user understands, before any GPU
-time is spent; for what can, work out the job's id from its inputs' bytes and parameters."""
+"""Refuse what cannot be stylised, with a reason a user understands, before any GPU time is
+spent; for what can, work out the job's id from its inputs' bytes and parameters.
+
+The one set of rules for every way in: the flow runs ``check_job`` first thing, and the inbox
+sensors run it before they submit a file, so a bad file is refused in seconds whatever the
+queue holds. No Prefect here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from prefect import task
 
 import engine
 from engine.images import EXTENSIONS
 from flows import storage
 from flows.gallery import UnknownStyleError, resolve_style
 from flows.jobs import Job, JobRejected, StyleInput, compute_job_id, sha256
-from flows.settings import Settings, get_settings
-from flows.tasks.retry import io_task_options
-
-FIX_OPTIONS = "Fix the options (for an inbox file: its sidecar .json) and submit again"
+from flows.options import parse_options
+from flows.settings import Settings
 
 
-@task(name="validate inputs", **io_task_options())
-def validate_job(
+def check_job(
     content: str,
     styles: list[str],
-    options: dict[str, Any],
+    options: Mapping[str, Any] | Any,
     output: str | None,
-    content_name: str | None = None,
+    content_name: str | None,
+    settings: Settings,
 ) -> Job:
     """Open every input with the engine's loader and check the parameters.
 
     Raises JobRejected (never retried) for bad input, naming the content as ``content_name``
-    (where the user put it) when given; storage faults propagate as I/O errors so that
-    Prefect retries them.
+    (where the user put it) when given; storage faults propagate as I/O errors so that the
+    caller may retry them.
     """
-    settings = get_settings()
     name = content_name or content
-    params = parse_params(options, n_styles=len(styles))
+    params = parse_options(options, n_styles=len(styles))
     content_bytes = read_input(content, "content image", settings, name)
     width, height = open_image(content_bytes, name, settings).size
     if min(width, height) < settings.min_side:
@@ -62,24 +63,6 @@ def validate_job(
         params=params.to_dict(),
         output=output,
     )
-
-
-def parse_params(options: dict[str, Any], n_styles: int) -> engine.StyleParams:
-    """``options`` -> StyleParams, refusing unknown keys, wrong types and values out of range."""
-    if not isinstance(options, dict):
-        raise JobRejected(
-            f"options must be a mapping of parameter names to values, got {options!r}", FIX_OPTIONS
-        )
-    try:
-        params = engine.StyleParams.from_dict(options)
-        params.validate(n_styles)
-    except engine.ParamError as exc:
-        raise JobRejected(f"bad parameters: {exc}", FIX_OPTIONS) from exc
-    except TypeError as exc:  # e.g. size="big": the comparisons in validate() fail
-        raise JobRejected(
-            f"bad parameters: a value has the wrong type ({exc})", FIX_OPTIONS
-        ) from exc
-    return params
 
 
 def read_input(source: str, what: str, settings: Settings, name: str | None = None) -> bytes:
