@@ -31,13 +31,11 @@ from prefect.states import Cancelled, Cancelling
 
 from flows.api_auth import refused_sentence
 from flows.deployment import DEPLOYMENT, DEPLOYMENT_NAME, FLOW_NAME, SUBMITTER_TAG, RunView
+from flows.layout import JobLayout
 from flows.naming import run_name
 
 # One tag per way in (the sensors tag theirs "inbox" and "s3"), never one per file.
 SOURCE_TAG = "dashboard"
-# The flow's image artifact of the input photo has a key ending in this
-# (flows.tasks.progress.input_key); every other image artifact is the run's preview.
-INPUT_KEY_SUFFIX = "-input"
 # Short: a dashboard refresh must not hang on a dead server.
 TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 # A run has at most three artifacts (progress, photo, preview): room for a page of runs.
@@ -148,7 +146,7 @@ class PrefectAPI:
             if art.type == "progress" and isinstance(art.data, int | float):
                 found.progress.setdefault(run_id, max(0.0, min(100.0, float(art.data))))
             elif art.type == "image" and art.data:
-                is_input = (art.key or "").endswith(INPUT_KEY_SUFFIX)
+                is_input = JobLayout.is_input_key(art.key)
                 (found.photos if is_input else found.previews).setdefault(run_id, str(art.data))
         return found
 
