@@ -180,7 +180,11 @@ def inbox_at(root: Path, gateway: FakeGateway | None = None, config: SensorConfi
     )
     clock = FakeClock()
     gateway = gateway or FakeGateway()
-    store = InboxStore(str(root), Settings(data_dir=root))
+    # A gallery of its own: the sensor checks a job's styles as the flow will.
+    for style in ("mosaic", "ink", "wave"):
+        if not (root / "styles" / f"{style}.png").exists():
+            make_image(root / "styles" / f"{style}.png", seed=len(style))
+    store = InboxStore(str(root), Settings(data_dir=root, styles_dir=root / "styles"))
     return Inbox(root, gateway, clock, InboxSensor(store, gateway, config, clock=clock), config)
 
 
@@ -298,6 +302,40 @@ def test_a_bad_sidecar_fails_the_file_at_once_without_a_run(inbox: Inbox) -> Non
     note = (inbox.root / "failed" / "photo.png.error.txt").read_text()
     assert "the sidecar photo.json cannot be used" in note and "not valid JSON" in note
     assert "Flow run: none" in note
+
+
+@pytest.mark.parametrize(
+    ("rel", "data", "sidecar", "words"),
+    [
+        ("notes.jpg", b"just some text, not a picture", None, "notes.jpg cannot be used"),
+        ("empty.jpg", b"", None, "empty.jpg cannot be used"),
+        ("tiny.png", "10x10", None, "is 10x10 pixels: too small to stylise"),
+        ("nope/photo.png", None, None, "unknown style 'nope'"),
+        ("photo.png", None, '{"size": 4}', "size must be between 16 and 8192"),
+        ("photo.png", None, '{"colour": "red"}', "unknown option(s): colour"),
+        ("photo.png", None, '{"styles": ["ink", "wave"], "blend": [1]}', "1 blend weights for 2"),
+    ],
+)
+def test_a_file_the_flow_would_refuse_fails_at_once_without_a_run(
+    inbox: Inbox, rel: str, data: bytes | str | None, sidecar: str | None, words: str
+) -> None:
+    """The sensor runs the flow's own checks (flows/checks.py) before it submits, so a bad
+    file is in failed/ with the flow's words at once, whatever the queue holds."""
+    if sidecar is not None:
+        (inbox.root / "inbox").mkdir(parents=True, exist_ok=True)
+        (inbox.root / "inbox" / Path(rel).with_suffix(".json")).write_text(sidecar)
+    if data == "10x10":
+        make_image(inbox.root / "inbox" / rel, size=(10, 10))
+        inbox.sensor.offer(rel)
+    else:
+        inbox.drop(rel, data=data)
+    inbox.step()
+    assert inbox.gateway.calls == []
+    assert rel in inbox.files("failed")
+    reason = inbox.take("failed", rel).reason or ""
+    assert words in reason, reason
+    note = (inbox.root / "failed" / f"{rel}.error.txt").read_text()
+    assert words in note and "Flow run: none" in note
 
 
 def test_a_refused_submission_fails_the_file_with_prefects_words(inbox: Inbox) -> None:

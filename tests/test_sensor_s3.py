@@ -178,7 +178,8 @@ def test_s3_life_cycle_one_run_for_a_notified_and_listed_object(
     fs, _ = storage.filesystem(f"s3://{BUCKET}", settings)
     root = f"{BUCKET}/life"
     fs.pipe_file(f"{root}/inbox/waves/good.png", make_image(tmp_path / "g.png").read_bytes())
-    fs.pipe_file(f"{root}/inbox/bad.png", b"junk")
+    fs.pipe_file(f"{root}/inbox/bad.png", make_image(tmp_path / "b.png", seed=2).read_bytes())
+    fs.pipe_file(f"{root}/inbox/junk.png", b"junk")  # refused by the sensor's checks
     running = start_s3_sensor(settings, PrefectGateway(deployment="sensor-s3/inbox"))
     try:
         hook = running.webhook.url
@@ -202,12 +203,15 @@ def test_s3_life_cycle_one_run_for_a_notified_and_listed_object(
             fs.pipe_file(run.parameters["output"].removeprefix("s3://"), b"result")
             client.set_flow_run_state(UUID(good.flow_run_id), Completed(), force=True)
             client.set_flow_run_state(
-                UUID(bad.flow_run_id), Failed(message="not an image"), force=True
+                UUID(bad.flow_run_id), Failed(message="the GPU ran out of memory"), force=True
             )
         wait_until(lambda: fs.exists(f"{root}/archive/waves/good.png"), 30, "good archived")
         wait_until(lambda: fs.exists(f"{root}/failed/bad.png.error.txt"), 30, "bad failed")
-        assert b"not an image" in fs.cat_file(f"{root}/failed/bad.png.error.txt")
-        assert fs.cat_file(f"{root}/failed/bad.png") == b"junk"
+        assert b"the GPU ran out of memory" in fs.cat_file(f"{root}/failed/bad.png.error.txt")
+        # The junk never became a run: the sensor's checks refused it with the flow's words.
+        note = fs.cat_file(f"{root}/failed/junk.png.error.txt").decode()
+        assert "junk.png cannot be used" in note and "Flow run: none" in note
+        assert fs.cat_file(f"{root}/failed/junk.png") == b"junk"
         # Notified once, listed every 0.5 s: still exactly one run for the object.
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
@@ -215,6 +219,7 @@ def test_s3_life_cycle_one_run_for_a_notified_and_listed_object(
             )
         contents = [r.parameters.get("content") for r in runs]
         assert contents.count(f"s3://{root}/processing/waves/good.png") == 1
+        assert f"s3://{root}/processing/junk.png" not in contents
         assert not [k for k in fs.find(f"{root}/processing") if not k.endswith("/")]
     finally:
         running.stop()

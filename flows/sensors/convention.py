@@ -106,9 +106,8 @@ def parse_sidecar(data: bytes | None) -> dict[str, Any]:
     """Parse and shape-check a sidecar (None: no sidecar). Returns the object with aliases
     resolved; raises SidecarError with a readable reason.
 
-    Value ranges and unknown option names are left to the flow, which validates options
-    against the engine's StyleParams and fails the run with the reason; checking them here
-    too would mean a second copy of the engine's rules that could drift from the first.
+    Engine options (types, ranges, unknown names, one blend weight per style) are checked by
+    flows/checks.py, the flow's own rules, which the sensor runs before it submits.
     """
     if data is None:
         return {}
@@ -151,12 +150,6 @@ def parse_sidecar(data: bytes | None) -> dict[str, Any]:
                 '\'styles\' must be a non-empty list of style names, e.g. ["ink", "mosaic"]'
             )
         out["styles"] = [s.strip() for s in styles]
-    if "style_blend" in out:
-        blend = out["style_blend"]
-        if not isinstance(blend, list) or not all(
-            isinstance(w, int | float) and not isinstance(w, bool) for w in blend
-        ):
-            raise SidecarError("'style_blend' must be a list of numbers, one weight per style")
     if "force" in out and not isinstance(out["force"], bool):
         raise SidecarError("'force' must be true or false")
     return out
@@ -170,11 +163,5 @@ def job_spec(
     side = parse_sidecar(sidecar)
     styles = side.pop("styles", None) or [style_of(rel, default_style)]
     force = bool(side.pop("force", False))
-    blend = side.get("style_blend")
-    if blend is not None and len(blend) != len(styles):
-        raise SidecarError(
-            f"'style_blend' has {len(blend)} weight(s) for {len(styles)} style(s) "
-            f"({', '.join(styles)}): give one weight per style"
-        )
     options = {**(defaults or {}), **side}
     return JobSpec(styles=styles, options=options, force=force)

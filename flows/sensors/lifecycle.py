@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows.checks import check_job
 from flows.deployment import FINAL_STATES, RunView
+from flows.jobs import JobRejected
 from flows.naming import run_name
 from flows.sensors.convention import (
     ERROR_SUFFIX,
@@ -117,8 +119,9 @@ class Lifecycle:
         return [prefix + name for name in self.store.names(INBOX, folder)]
 
     def prepare(self, take: Take) -> None:
-        """Hash the file, read the sidecar and decide the flow's parameters; a bad sidecar
-        fails the file at once, with the reason, without a run."""
+        """Hash the file, read the sidecar, check the job as the flow will, and decide the flow's
+        parameters; a file the flow would refuse (not an image, too small, a bad sidecar or
+        option, an unknown style) fails at once, with the reason, without a run."""
         self._takes[take.rel] = take  # from here on a failed step is retried, not forgotten
         try:
             take.content_sha256 = self.store.sha256(PROCESSING, take.rel)
@@ -143,6 +146,16 @@ class Lifecycle:
             take.error = f"the sidecar {name} cannot be used: {exc}"
             self.finish(take, "failed", take.error)
             return
+        # The flow's own checks, now: a file that would be refused is in failed/ with its
+        # reason in seconds, not after waiting its turn in the queue.
+        content = self.store.url(PROCESSING, take.rel)
+        content_name = self.store.url(INBOX, take.inbox_rel)
+        try:
+            check_job(content, spec.styles, spec.options, None, content_name, self.store.settings)
+        except JobRejected as exc:
+            take.error = str(exc)
+            self.finish(take, "failed", take.error)
+            return
         # Results of jobs in flight are not written yet: their names are taken all the same.
         out_root = self.store.url(OUTPUTS) + "/"
         busy = {
@@ -154,12 +167,12 @@ class Lifecycle:
             OUTPUTS, output_of(take.inbox_rel), lambda r: (r + ".json",), reserved=busy
         )
         take.parameters = {
-            "content": self.store.url(PROCESSING, take.rel),
+            "content": content,
             "styles": spec.styles,
             "options": spec.options,
             "output": self.store.url(OUTPUTS, out_rel),
             "force": spec.force,
-            "content_name": self.store.url(INBOX, take.inbox_rel),
+            "content_name": content_name,
         }
         self._save(take)
 
