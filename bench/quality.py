@@ -80,7 +80,7 @@ def quality(score) -> float:
 
 
 def run_engine(
-    photo, style, size, device, backbone_mode, scorer, every, cpu_bf16=True
+    photo, style, params, device, backbone_mode, scorer, every, cpu_bf16=True
 ) -> tuple[Trace, object]:
     trace = Trace()
 
@@ -89,7 +89,7 @@ def run_engine(
             trace.record(lambda: quality(scorer(p.preview())))
 
     result = stylize(
-        photo, [style], StyleParams(size=size), device=device, backbone=backbone_mode,
+        photo, [style], params, device=device, backbone=backbone_mode,
         callback=callback, cpu_bf16=cpu_bf16,
     )  # fmt: skip
     return trace, result
@@ -148,6 +148,7 @@ def main() -> int:
         help="the baseline's style weight(s): the tutorial's 1e6, and others to be fair to it",
     )  # fmt: skip
     ap.add_argument("--every", type=int, default=10, help="engine steps between scores (10)")
+    ap.add_argument("--iterations", type=int, help="the engine's steps (default: the engine's)")
     args = ap.parse_args()
 
     if args.threads:
@@ -167,12 +168,13 @@ def main() -> int:
     print(f"quality (style + content distance, lower is better) of the photo itself: {start:.3f}")
     print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
     rows = []  # (name, final Score, trace)
-    trace, result = run_engine(photo, style, size, args.device, bb.label, scorer, args.every)
+    params = StyleParams(size=size, iterations=args.iterations)
+    trace, result = run_engine(photo, style, params, args.device, bb.label, scorer, args.every)
     precision = result.versions.get("precision", "?")
     rows.append((f"engine, {precision} ({result.steps} steps)", scorer(result.image), trace))
     if precision != "fp32":  # the CPU bf16 decision, re-checked with a trained network
         trace, result = run_engine(
-            photo, style, size, args.device, bb.label, scorer, args.every, cpu_bf16=False
+            photo, style, params, args.device, bb.label, scorer, args.every, cpu_bf16=False
         )
         rows.append((f"engine, fp32 ({result.steps} steps)", scorer(result.image), trace))
     for weight in args.style_weights:

@@ -14,9 +14,20 @@ its own seed), waits for them and prints one row per job:
 - finish: from the engine's last step to the run's Completed state (writing the result and
   record, the summary, the final state).
 
-and as its last line
+then the summary, also its last line:
 ``jobs=<n> wall_s=<x> engine_s=<sum> overhead_median_s=<median of start+finish>
-throughput_ratio=<engine_s/wall_s>``.
+throughput_ratio=<engine_s/wall_s> api_calls_per_job=<r> events_per_job=<e>``,
+and the requests and events per job by kind.
+
+Prefect API requests: the worker (and every flow run it starts, in its process or, for the
+process worker, in the processes it starts) talks to the server through a counting proxy of
+the bench's (``count_proxy``: a TCP forwarder in a process of its own that passes the bytes on
+untouched and logs each HTTP request and each websocket message sent to ``/api/events/in``, i.e.
+each event), while the bench's own submissions and polling go to the server directly, so they
+are not counted. ``api_calls_per_job`` is the worker's requests from the first submission until
+all runs are final, divided by the jobs: it includes what the worker does while it waits (its
+poll for scheduled runs every second), which the table by kind shows apart. ``events_per_job``
+is the events it sent in that time (the websocket's auth message is not an event).
 
 For comparison, in the same run (``--baseline-jobs``, default: as many; 0: none), the same jobs
 on Prefect's own process worker (`prefect worker start --type process`: a new Python process
@@ -27,15 +38,24 @@ summary line comes before the warm worker's.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import multiprocessing
 import os
 import platform
+import re
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import zlib
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -87,6 +107,143 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
             proc.wait(10)
 
 
+# --- counting the worker's Prefect API requests -------------------------------------------------
+
+IDS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def count_proxy(port: int, upstream: int, log_path: str) -> None:
+    """Forward 127.0.0.1:``port`` to the server at 127.0.0.1:``upstream``, writing a line per
+    request (``<epoch> <METHOD> <path, ids as {id}>``) and per event sent over a websocket
+    (``<epoch> EVENT <name>``) to ``log_path``. Runs in a process of its own (see main), so the
+    bench's own work never holds up the worker's requests."""
+    log = open(log_path, "a", buffering=1)  # noqa: SIM115 - open for the process's life
+    lock = threading.Lock()
+
+    def note(what: str) -> None:
+        with lock:
+            log.write(f"{time.time():.3f} {what}\n")
+
+    listener = socket.create_server(("127.0.0.1", port))
+    while True:
+        client, _ = listener.accept()
+        try:
+            server = socket.create_connection(("127.0.0.1", upstream))
+        except OSError:
+            client.close()
+            continue
+        for sock in (client, server):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=pump, args=(client, server, Requests(note)), daemon=True).start()
+        threading.Thread(target=pump, args=(server, client, None), daemon=True).start()
+
+
+def pump(src: socket.socket, dst: socket.socket, reader: Requests | None) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)  # passed on first, read after
+            if reader is not None:
+                reader.feed(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class Requests:
+    """The client's side of one connection: HTTP/1.1 requests (bodies by Content-Length, as
+    Prefect's client sends them), then, after an upgrade to a websocket, its messages (masked
+    frames, permessage-deflate when negotiated)."""
+
+    def __init__(self, note: Callable[[str], None]) -> None:
+        self.note = note
+        self.buf = bytearray()
+        self.body = 0  # request body bytes still to skip
+        self.websocket = False
+        self.message = bytearray()
+        self.compressed = False
+        self.inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        self.broken = False
+
+    def feed(self, data: bytes) -> None:
+        if self.broken:
+            return
+        self.buf += data
+        try:
+            while self.buf and self._next():
+                pass
+        except Exception as exc:  # noqa: BLE001 - stop counting this connection, say so
+            self.broken = True
+            self.note(f"UNREADABLE {exc!r}")
+
+    def _next(self) -> bool:
+        """Consume one request head, body part or frame; False when more bytes are needed."""
+        if self.body:
+            n = min(self.body, len(self.buf))
+            del self.buf[:n]
+            self.body -= n
+            return True
+        if self.websocket:
+            return self._frame()
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        line, *fields = self.buf[:end].decode("latin-1").split("\r\n")
+        del self.buf[: end + 4]
+        method, target, _ = line.split(" ", 2)
+        headers = {k.strip().lower(): v.strip() for k, v in (f.split(":", 1) for f in fields)}
+        self.note(f"{method} {IDS.sub('{id}', target.split('?', 1)[0])}")
+        if "transfer-encoding" in headers:
+            raise ValueError("a chunked request body")
+        self.body = int(headers.get("content-length", 0))
+        self.websocket = headers.get("upgrade", "").lower() == "websocket"
+        return True
+
+    def _frame(self) -> bool:
+        b = self.buf
+        if len(b) < 2:
+            return False
+        fin, rsv1, opcode = b[0] & 0x80, b[0] & 0x40, b[0] & 0x0F
+        at, n = 2, b[1] & 0x7F
+        if n >= 126:
+            at = 4 if n == 126 else 10
+            if len(b) < at:
+                return False
+            n = int.from_bytes(b[2:at], "big")
+        key = bytes(b[at : at + 4]) if b[1] & 0x80 else b"\0\0\0\0"
+        at += 4 if b[1] & 0x80 else 0
+        if len(b) < at + n:
+            return False
+        mask = int.from_bytes((key * (n // 4 + 1))[:n], "big")
+        payload = (int.from_bytes(b[at : at + n], "big") ^ mask).to_bytes(n, "big")
+        del b[: at + n]
+        if opcode >= 8:  # close, ping, pong
+            return True
+        if opcode:  # the first frame of a message (0: a continuation)
+            self.message, self.compressed = bytearray(), bool(rsv1)
+        self.message += payload
+        if fin:
+            data = bytes(self.message)
+            if self.compressed:
+                data = self.inflate.decompress(data + b"\0\0\xff\xff")
+            message = json.loads(data)
+            if "event" in message:  # not the auth message, nor a subscription's filter
+                self.note(f"EVENT {message['event']}")
+        return True
+
+
+def counted(log: Path, start: float, end: float) -> Counter[str]:
+    """What the proxy logged from ``start`` to ``end`` (epoch seconds), by kind."""
+    counts: Counter[str] = Counter()
+    for line in log.read_text().splitlines():
+        stamp, what = line.split(" ", 1)
+        if start <= float(stamp) <= end:
+            counts[what] += 1
+    return counts
+
+
 @dataclass
 class Job:
     run_id: str
@@ -115,8 +272,11 @@ def epoch(stamp: datetime) -> float:
     return stamp.timestamp()
 
 
-def run_jobs(deployment: str, n: int, args: argparse.Namespace, storage: Path) -> list[Job]:
-    """Submit ``n`` jobs at once, wait for all, and read their timings."""
+def run_jobs(
+    deployment: str, n: int, args: argparse.Namespace, storage: Path
+) -> tuple[list[Job], float, float]:
+    """Submit ``n`` jobs at once, wait for all, and read their timings; also when the first
+    was submitted and when all were seen final (epoch seconds)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -134,6 +294,7 @@ def run_jobs(deployment: str, n: int, args: argparse.Namespace, storage: Path) -
         options["iterations"] = args.iterations
     content = str(ROOT / "samples" / "landscape.jpg")
     submitted = []
+    first = time.time()
     for i in range(n):
         t = time.time()
         parameters = {"content": content, "styles": ["mosaic"], "options": {**options, "seed": i}}
@@ -150,6 +311,7 @@ def run_jobs(deployment: str, n: int, args: argparse.Namespace, storage: Path) -
             return runs if len(runs) == n and all(r.state.is_final() for r in runs) else None
 
         runs = {str(r.id): r for r in wait_for(all_final, 120 + 600 * n, "all jobs to finish")}
+        last = time.time()
         tasks = []
         for i in range(0, n, 200):  # the API's page size
             chunk = FlowRunFilter(id=FlowRunFilterId(any_=ids[i : i + 200]))
@@ -177,10 +339,10 @@ def run_jobs(deployment: str, n: int, args: argparse.Namespace, storage: Path) -
     for job in sorted(submitted, key=lambda j: j.engine_start):
         job.ready = max(job.submitted, previous_end)
         previous_end = job.end
-    return submitted
+    return submitted, first, last
 
 
-def report(label: str, jobs: list[Job]) -> str:
+def report(label: str, jobs: list[Job], calls: Counter[str]) -> str:
     print(f"\n{label}")
     print("| job | state | wait s | start s | engine s | finish s | overhead s |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
@@ -193,11 +355,19 @@ def report(label: str, jobs: list[Job]) -> str:
     engine_s = sum(j.engine_s for j in jobs)
     overhead = statistics.median(j.overhead_s for j in jobs)
     failed = sum(j.state != "Completed" for j in jobs)
-    return (
-        f"jobs={len(jobs)} wall_s={wall:.1f} engine_s={engine_s:.1f} "
-        f"overhead_median_s={overhead:.2f} throughput_ratio={engine_s / wall:.2f}"
-        + (f" failed={failed}" if failed else "")
+    n = len(jobs)
+    events = {k: v for k, v in calls.items() if k.startswith("EVENT ")}
+    requests = {k: v for k, v in calls.items() if k not in events}
+    summary = (
+        f"jobs={n} wall_s={wall:.1f} engine_s={engine_s:.1f} "
+        f"overhead_median_s={overhead:.2f} throughput_ratio={engine_s / wall:.2f} "
+        f"api_calls_per_job={sum(requests.values()) / n:.1f} "
+        f"events_per_job={sum(events.values()) / n:.1f}" + (f" failed={failed}" if failed else "")
     )
+    print(f"\n{summary}\n\n| per job | Prefect API request or event |\n| ---: | --- |")
+    for kind, count in sorted(calls.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"| {count / n:.2f} | {kind} |")
+    return summary
 
 
 def main() -> int:
@@ -224,9 +394,15 @@ def main() -> int:
         server_env,
         tmp / "server.log",
     )
+    # The workers' (and their flow runs') way to the server: through the counting proxy.
+    proxy_port, calls_log = free_port(), tmp / "requests.log"
+    proxy = multiprocessing.get_context("spawn").Process(
+        target=count_proxy, args=(proxy_port, int(port), str(calls_log)), daemon=True
+    )
+    proxy.start()
     env = {
         **os.environ,
-        "PREFECT_API_URL": api,
+        "PREFECT_API_URL": f"http://127.0.0.1:{proxy_port}/api",
         "PREFECT_HOME": str(tmp / "prefect"),
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # as `styledrop up` runs it
         "PYTHONPATH": str(ROOT),
@@ -250,16 +426,21 @@ def main() -> int:
         )
         procs.append(worker)
         wait_for(lambda: "ready" in log.read_text(), 300, "the warm worker", worker)
-        jobs = run_jobs(DEPLOYMENT, args.jobs, args, tmp / "warm")
-        warm = report("warm styledrop worker", jobs)
+        jobs, first, last = run_jobs(DEPLOYMENT, args.jobs, args, tmp / "warm")
+        warm = report("warm styledrop worker", jobs, counted(calls_log, first, last))
         stop(worker)
         if baseline_jobs:
             label = "Prefect's process worker (a process per run)"
-            lines.append((label, baseline(args, baseline_jobs, env, tmp, procs)))
+            lines.append((label, baseline(args, baseline_jobs, env, tmp, procs, calls_log)))
         lines.append(("warm styledrop worker", warm))
+    except BaseException:
+        print(f"logs and data kept in {tmp}", file=sys.stderr)
+        raise
     finally:
         for proc in reversed(procs):
             stop(proc)
+        proxy.terminate()
+    shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"\nmachine: {platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}, "
         f"load average at start {load:.1f}, at end {os.getloadavg()[0]:.1f}; "
@@ -282,7 +463,12 @@ def wall_per_job(summary: str) -> float:
 
 
 def baseline(
-    args: argparse.Namespace, n: int, env: dict[str, str], tmp: Path, procs: list[Any]
+    args: argparse.Namespace,
+    n: int,
+    env: dict[str, str],
+    tmp: Path,
+    procs: list[Any],
+    calls_log: Path,
 ) -> str:
     """The same jobs on Prefect's process worker, a pool and deployment of its own."""
     from prefect.client.orchestration import get_client
@@ -292,6 +478,7 @@ def baseline(
     from flows.stylize import stylize
 
     pool = "bench-process"
+    run_here = {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
     with get_client(sync_client=True) as client:
         client.create_work_pool(
             WorkPoolCreate(
@@ -303,7 +490,9 @@ def baseline(
             flow_id=client.create_flow_from_name(stylize.name),
             name=pool,
             entrypoint="flows/stylize.py:stylize",
-            path=str(ROOT),
+            # Run from this checkout. (With `path=` instead, Prefect 3.8's process worker
+            # copies the whole folder, .venv included, into a temporary one for every run.)
+            pull_steps=[run_here],
             work_pool_name=pool,
         )
     process_env = {**env, "STYLEDROP_STORAGE": str(tmp / "process")}
@@ -316,9 +505,10 @@ def baseline(
     )  # fmt: skip
     procs.append(worker)
     wait_for(lambda: "started!" in log.read_text(), 120, "the process worker", worker)
-    jobs = run_jobs(f"stylize/{pool}", n, args, tmp / "process")
+    jobs, first, last = run_jobs(f"stylize/{pool}", n, args, tmp / "process")
     stop(worker)
-    return report("Prefect's process worker (a process per run)", jobs)
+    label = "Prefect's process worker (a process per run)"
+    return report(label, jobs, counted(calls_log, first, last))
 
 
 if __name__ == "__main__":
