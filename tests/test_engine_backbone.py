@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.error
+import warnings
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,36 @@ def test_auto_prefers_imagenet_vgg19_over_the_fallback(tmp_path: Path) -> None:
     assert loaded.label == "vgg19-imagenet"
     assert loaded.content_gain == 1.0  # exactly today's recipe with the real VGG19
     _assert_loaded(loaded.model, expected)
+
+
+@pytest.mark.parametrize(
+    ("mode", "hed_installed", "vgg19_file", "label"),
+    [
+        ("random", True, False, "random(seed=0)"),
+        ("auto", True, True, "vgg19-imagenet"),
+        ("auto", True, False, "vgg16-hed"),  # the download fails: offline
+        ("auto", False, False, "random(seed=0)"),
+        ("vgg19", True, False, ""),  # every job would fail
+        ("vgg16-hed", True, False, "vgg16-hed"),
+        ("vgg16-hed", False, False, ""),
+    ],
+)
+def test_the_plan_names_what_loading_picks(
+    tmp_path: Path, monkeypatch, mode: str, hed_installed: bool, vgg19_file: bool, label: str
+) -> None:
+    if not hed_installed:
+        monkeypatch.setattr(bb, "hed_weights_file", lambda: None)
+    if vgg19_file:
+        _fake_vgg19_file(tmp_path / "torch-home" / "hub" / "checkpoints" / FILENAME)
+    planned, reason = bb.plan_backbone(mode)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = bb.load_backbone(mode).label
+    except BackboneError:
+        loaded = ""
+    assert planned == loaded == label
+    assert reason
 
 
 def test_converted_fallback_is_reused_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
