@@ -180,7 +180,7 @@ class Settings(BaseSettings):
         "stopping them and handing them back to the pool (they resume from their checkpoint).",
     )
 
-    # --- alerts (Prefect automations + a notification block, flows/alerts.py) ---------------
+    # --- alerts (Prefect automations + a notification block, flows/server_setup.py) --------
     alert_webhook_url: SecretStr = Field(
         SecretStr(""),
         description="URL the alerts are POSTed to as JSON (`subject`, `body`, and `text` for "

@@ -1,6 +1,7 @@
-"""Process supervision for `styledrop up` (and `styledrop worker`): start children, know when
+"""Process supervision for `styledrop up` and `styledrop worker`: start children, know when
 they are healthy, notice when one dies, and stop every one of them - with whatever they
-started - on the way out.
+started - on the way out; and the one way styledrop's processes take SIGINT and SIGTERM
+(``Signals``: counted, acted on by the loop that owns the process).
 
 Each child gets its own session (process group), so a Ctrl-C in the terminal reaches only the
 supervisor, which then stops the children in its own order: a first signal to the child
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 Probe = Callable[[], bool]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -174,11 +176,11 @@ def stop_children(children: list[Child], timeout: float) -> list[str]:
     for child in children:
         child.remember_descendants()
         signal_pid(child.pid, child.spec.stop_signal)
-    _wait_exit(children, timeout / 2)
+    wait_exit(children, timeout / 2)
     for child in children:
         if child.alive():
             _signal_group(child.pid, signal.SIGTERM)
-    _wait_exit(children, timeout / 2)
+    wait_exit(children, timeout / 2)
     report = []
     for child in children:
         forced = child.alive()
@@ -209,10 +211,51 @@ def kill_now(children: list[Child]) -> None:
             child.proc.wait(5)
 
 
-def _wait_exit(children: list[Child], seconds: float) -> None:
+def wait_exit(children: list[Child], seconds: float = float("inf")) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and any(c.alive() for c in children):
         time.sleep(0.1)
+
+
+class Signals:
+    """SIGINT and SIGTERM from now on (or until the ``with`` block ends), counted; each also
+    calls ``then(signum, count)``. A handler stops nothing itself: the loop that owns the
+    process looks at the count (true once one came) and stops in its own order."""
+
+    def __init__(self, then: Callable[[int, int], object] = lambda signum, count: None) -> None:
+        self.count = 0
+        self._then = then
+        self._before = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.count += 1
+        self._then(signum, self.count)
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __enter__(self) -> Signals:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
+
+
+def supervise(
+    children: list[Child], signals: Signals, done: Callable[[], bool] = lambda: False
+) -> Child | None:
+    """Watch ``children`` until a signal or ``done()`` (None) or one of them exits (that
+    child)."""
+    while not signals:
+        for child in children:
+            child.remember_descendants()
+            if not child.alive():
+                return child
+        if done():
+            return None
+        time.sleep(0.5)
+    return None
 
 
 def signal_pid(pid: int, sig: int) -> None:

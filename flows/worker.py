@@ -14,12 +14,16 @@ so cuDNN has picked its algorithms), then runs each flow run with
 - Cancel: the flow polls its own state (``flows.tasks.progress.JobMonitor``) and stops; the
   worker goes on.
 - Stop (SIGTERM/SIGINT): no new runs; running ones get ``grace`` seconds to finish. Then (or at
-  a second signal) each running job writes a checkpoint and parks its thread
-  (``progress.HAND_BACK``), the worker hands the runs back to the pool (AwaitingRetry) and the
-  process exits; another worker resumes them from their checkpoints.
+  a second signal) each running job writes a checkpoint and parks its thread, the worker hands
+  the runs back to the pool (AwaitingRetry, ``flows.handback``) and the process exits; another
+  worker resumes them from their checkpoints.
 - A run that fails with the GPU left unusable (a CUDA error) stops the worker with exit code 1,
   its other runs handed back, so that what supervises it starts a fresh process.
 - Killed outright (SIGKILL, a lost machine): the lost-run automation reschedules its runs.
+
+Started by `styledrop worker` (flows/commands/worker.py: the GPU plan, one process per GPU) or
+by Prefect's own `prefect worker start --type styledrop` (``start``; Prefect finds the type
+through the `prefect.collections` entry point in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -37,14 +41,10 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, PREFECT_WORKER_QUERY_SECONDS
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
+from flows import handback, stack
 from flows.settings import Settings, get_settings
 
 WORKER_TYPE = "styledrop"
-HANDED_BACK_MESSAGE = (
-    "Its worker was stopped before the job finished; rescheduled, it resumes from its last "
-    "checkpoint on the next free worker."
-)
-
 # Seconds a stopping worker waits for its running jobs to checkpoint (at their next engine step)
 # before it hands them back anyway.
 PARK_TIMEOUT_S = 30.0
@@ -147,8 +147,12 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
 
     async def serve(self, grace: float) -> int:
         """Poll, run, and stop as the module docstring says. Returns the exit code."""
-        stop = StopRequest()
-        stop.install()
+        loop = asyncio.get_running_loop()
+        # Acted on in the loop, not in the signal handler (which may interrupt a print).
+        with stack.Signals(lambda *got: loop.call_soon_threadsafe(self._stopping, *got)) as stop:
+            return await self._serve(grace, stop)
+
+    async def _serve(self, grace: float, stop: stack.Signals) -> int:
         async with self:
             await asyncio.to_thread(warm_up, self.settings, self._logger)
             self._started_event = await self._emit_worker_started_event()
@@ -165,17 +169,22 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
             self._runs_task_group.cancel_scope.cancel()  # parked threads are not waited for
         return 1 if self.gpu_broken else 0
 
-    async def _poll_until(self, stop: StopRequest) -> None:
+    def _stopping(self, signum: int, count: int) -> None:
+        what = "no new jobs; running ones may finish" if count == 1 else "handing back now"
+        print(f"styledrop worker: {signal.Signals(signum).name}: {what}", flush=True)
+        self._wake.set()
+
+    async def _poll_until(self, stop: stack.Signals) -> None:
         interval = PREFECT_WORKER_QUERY_SECONDS.value()
-        while not stop.count and not self.gpu_broken:
-            # Before polling: a run that ends while we poll wakes the next poll at once.
+        while not stop and not self.gpu_broken:
+            # Before polling: a run that ends (or a signal) while we poll wakes the next poll.
             self._wake = anyio.Event()
             try:
                 await self.get_and_submit_flow_runs()
             except Exception as exc:  # noqa: BLE001 - the server may be restarting
                 self._logger.warning("could not get flow runs: %s", exc)
             with anyio.move_on_after(interval):
-                await stop.wait_or(self._wake)
+                await self._wake.wait()
 
     async def _heartbeats(self) -> None:
         while True:
@@ -185,11 +194,9 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
             except Exception as exc:  # noqa: BLE001
                 self._logger.warning("worker heartbeat failed: %s", exc)
 
-    async def _drain(self, grace: float, stop: StopRequest) -> None:
+    async def _drain(self, grace: float, stop: stack.Signals) -> None:
         """Let running jobs finish for ``grace`` s (not when the GPU is broken), then
         checkpoint and hand back what is left."""
-        from flows.tasks import progress
-
         asked = stop.count
         if self.active and not self.gpu_broken:
             self._logger.info(
@@ -200,16 +207,13 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
                 await anyio.sleep(0.1)
         if not self.active:
             return
-        progress.HAND_BACK.set()
+        handback.request()
         # A job in the engine checkpoints and parks within a step; one in another step (input
         # checks, writing its result) finishes it first or is handed back as it is.
         deadline = time.monotonic() + PARK_TIMEOUT_S
-        while (set(self.active) - progress.PARKED) and time.monotonic() < deadline:
+        while (set(self.active) - handback.parked()) and time.monotonic() < deadline:
             await anyio.sleep(0.1)
-        from flows.scaleout import hand_back
-
-        runs = list(self.active.values())
-        done = await asyncio.to_thread(hand_back, runs, HANDED_BACK_MESSAGE)
+        done = await asyncio.to_thread(handback.hand_back, list(self.active.values()))
         self._logger.info("handed %d unfinished run(s) back to the pool", done)
         print(
             f"styledrop worker {self.name!r}: handed {done} unfinished run(s) back to the pool",
@@ -323,36 +327,6 @@ def gpu_usable(settings: Settings) -> bool:
 
 
 # --- the process ---------------------------------------------------------------------------------
-
-
-class StopRequest:
-    """SIGTERM/SIGINT counted on the event loop: 1 = stop taking runs, 2 = hand back now."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._event = anyio.Event()
-
-    def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-
-    def _on_signal(self, sig: int) -> None:
-        self.count += 1
-        what = "no new jobs; running ones may finish" if self.count == 1 else "handing back now"
-        print(f"styledrop worker: {signal.Signals(sig).name}: {what}", flush=True)
-        self._event.set()
-        self._event = anyio.Event()
-
-    async def wait_or(self, other: anyio.Event) -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def first(event: anyio.Event) -> None:
-                await event.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(first, self._event)
-            tg.start_soon(first, other)
 
 
 def serve_worker(pool: str, name: str, limit: int, grace: float) -> int:

@@ -222,7 +222,6 @@ def test_streamlit_is_started_without_telemetry_and_with_the_upload_limit():
     cmd = streamlit_command("127.0.0.1", 8601, 7)
     # server.py: Streamlit's own server with the file route (one port for everything).
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/server.py")
-    assert "--browser.gatherUsageStats=false" in cmd
     assert "--server.maxUploadSize=7" in cmd
     assert "--server.port=8601" in cmd and "--server.address=127.0.0.1" in cmd
     assert not [arg for arg in cmd if arg.startswith("--secrets")]  # no sign-in configured
@@ -231,6 +230,7 @@ def test_streamlit_is_started_without_telemetry_and_with_the_upload_limit():
     assert env["STYLEDROP_HOST"] == "127.0.0.1"
     assert env["DO_NOT_TRACK"] == "1"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] == "false"
 
 
 # --- where the Prefect API is -----------------------------------------------------------------

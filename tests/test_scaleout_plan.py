@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from flows import scaleout
 from flows.alive import lost_run_automation
+from flows.commands.worker import plan_workers, visible_gpus
 from flows.server_setup import deployment_spec
 from flows.settings import Settings
 
@@ -29,22 +29,20 @@ def test_visible_gpus_follow_cuda_visible_devices(
     monkeypatch: pytest.MonkeyPatch, visible: str, expected: list[str]
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    assert scaleout.visible_gpus() == expected
+    assert visible_gpus() == expected
 
 
 def test_one_worker_per_gpu_each_owning_its_gpu() -> None:
-    slots = scaleout.plan_workers("gpu-box", ["0", "3"], 2)
+    slots = plan_workers("gpu-box", ["0", "3"], 2)
     assert [(s.worker_name, s.gpu, s.limit) for s in slots] == [
         ("gpu-box-gpu0", "0", 2),
         ("gpu-box-gpu3", "3", 2),
     ]
-    env = slots[1].env()
-    assert env["CUDA_VISIBLE_DEVICES"] == "3"
-    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
+    assert slots[1].env() == {"CUDA_VISIBLE_DEVICES": "3"}
 
 
 def test_without_a_gpu_one_cpu_worker_that_hides_every_gpu() -> None:
-    (slot,) = scaleout.plan_workers("laptop", [], 1)
+    (slot,) = plan_workers("laptop", [], 1)
     assert (slot.worker_name, slot.gpu, slot.limit) == ("laptop", "cpu", 1)
     assert slot.env()["CUDA_VISIBLE_DEVICES"] == ""
 

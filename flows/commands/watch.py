@@ -2,19 +2,17 @@
 into runs of the `stylize/stylize` deployment until stopped (Ctrl-C or SIGTERM).
 
 It talks to the Prefect API in PREFECT_API_URL (or the active Prefect profile); with neither,
-to the local stack's server (http://<host>:<prefect_port>/api), never to a temporary one: runs
-created on a server that vanishes with this process would be lost.
+to the local stack's server (``flows.prefect_api``), never to a temporary one: runs created on
+a server that vanishes with this process would be lost.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
-import signal
 import threading
-from collections.abc import Iterator
+
+from flows import stack
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -30,9 +28,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Before Prefect is imported: no telemetry from a long-running process.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -40,15 +35,16 @@ def run(args: argparse.Namespace) -> int:
     # Every Prefect API call is an httpx request logged at INFO: noise at the sensor's pace.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
+    from flows.prefect_api import connected
     from flows.sensors.service import start_folder_sensor, start_s3_sensor
     from flows.settings import get_settings
 
     settings = get_settings()
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stack.Signals(lambda *_: stop.set())
 
-    with _prefect_api(f"{settings.prefect_ui_url}/api"):
+    with connected(settings) as api:
+        logging.getLogger("styledrop.sensor").info("Prefect API %s", api)
         refused = _refusal()
         if refused:
             logging.getLogger("styledrop.sensor").error("cannot start: %s", refused)
@@ -64,19 +60,6 @@ def run(args: argparse.Namespace) -> int:
             running.stop()
             _flush_events()
     return 0
-
-
-@contextlib.contextmanager
-def _prefect_api(fallback: str) -> Iterator[None]:
-    """Use the configured Prefect API, or ``fallback`` when none is configured."""
-    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
-
-    if get_current_settings().api.url:
-        yield
-        return
-    logging.getLogger("styledrop.sensor").info("PREFECT_API_URL not set; using %s", fallback)
-    with temporary_settings(updates={PREFECT_API_URL: fallback}):
-        yield
 
 
 def _refusal() -> str | None:

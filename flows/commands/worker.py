@@ -8,9 +8,12 @@ deployment (deployments/prefect.yaml) and the lost-run automation exist
 (``flows.server_setup``, idempotent). ``--setup-only`` is the administrator's one-time step:
 those and the alerts created or updated to this checkout and these settings, then exit.
 
-With one device (a CPU machine, one GPU, or ``--gpus ID``) the worker runs in this process;
-with several, one child process per GPU (`styledrop worker --gpus ID`), each seeing only its
-GPU. Stopping (SIGTERM or Ctrl-C, passed on to the children): no new jobs; running ones get
+The GPU plan (below): with one device (a CPU machine, one GPU, or ``--gpus ID``) the worker
+runs in this process; with several, one child process per GPU (`styledrop worker --gpus ID`),
+each seeing only its GPU (``CUDA_VISIBLE_DEVICES``, so every run sees exactly one device,
+``cuda:0``), and a lock file per GPU keeps a second worker off it.
+
+Stopping (SIGTERM or Ctrl-C, passed on to the children): no new jobs; running ones get
 ``--grace`` seconds to finish, then are checkpointed and handed back to the pool; a second
 signal hands them back at once. A machine that dies without any of this is covered by the
 lost-run automation, only later (STYLEDROP_LOST_RUN_AFTER_S).
@@ -24,18 +27,17 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from flows import stack
 from flows.deployment import DEPLOYMENT
 from flows.settings import Settings
 
-if TYPE_CHECKING:
-    from flows.scaleout import WorkerSlot
+CPU = "cpu"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -84,28 +86,21 @@ def say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Before Prefect is imported (by the setup below): no telemetry, ever.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from flows.prefect_api import connected
     from flows.settings import get_settings
 
     settings = get_settings()
     if args.limit < 1:
         say("error: --limit must be at least 1")
         return 2
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    api = api_url(settings)
-    with temporary_settings(updates={PREFECT_API_URL: api}):
-        return setup_and_supervise(args, settings, api)
+    with connected(settings) as api:
+        return set_up_and_serve(args, settings, api)
 
 
-def setup_and_supervise(args: argparse.Namespace, settings: Settings, api: str) -> int:
-    from flows import scaleout
-
-    name = args.name or scaleout.default_name(settings)
-    gpus = parse_gpus(args.gpus) if args.gpus is not None else scaleout.visible_gpus()
-    slots = scaleout.plan_workers(name, gpus, args.limit)
+def set_up_and_serve(args: argparse.Namespace, settings: Settings, api: str) -> int:
+    name = args.name or settings.worker_name or socket.gethostname()
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else visible_gpus()
+    slots = plan_workers(name, gpus, args.limit)
     say(f"Prefect API {api}; storage {settings.storage_root}")
     try:
         from flows.server_setup import set_up
@@ -127,18 +122,26 @@ def setup_and_supervise(args: argparse.Namespace, settings: Settings, api: str) 
         )
     if len(slots) == 1:
         return run_here(args, slots[0])
-    return supervise(args, name, slots)
+    return run_children(args, name, slots)
 
 
-def api_url(settings: Settings) -> str:
-    """The configured Prefect API (PREFECT_API_URL or the active profile), else the local
-    `up` server's - never a temporary server that would vanish with this process. Put in our
-    environment too, for the child workers."""
-    from prefect.settings import get_current_settings
+# --- the GPU plan -------------------------------------------------------------------------------
 
-    url = get_current_settings().api.url or f"{settings.prefect_ui_url}/api"
-    os.environ["PREFECT_API_URL"] = url
-    return url
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` when set (ids or UUIDs; empty or
+    -1 means none), else every device torch sees."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        ids = [g.strip() for g in listed.split(",") if g.strip()]
+        # CUDA ignores everything from the first invalid entry on; -1 is the usual "none".
+        return ids[: ids.index("-1")] if "-1" in ids else ids
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no torch / broken driver: a CPU worker
+        return []
 
 
 def parse_gpus(text: str) -> list[str]:
@@ -147,22 +150,46 @@ def parse_gpus(text: str) -> list[str]:
     return [g.strip() for g in text.split(",") if g.strip()]
 
 
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One worker process: the device it owns and the name it goes by."""
+
+    worker_name: str  # Prefect worker name, shown on each flow run it starts
+    gpu: str  # a CUDA_VISIBLE_DEVICES entry, or "cpu"
+    limit: int  # runs at once on this device (the worker's limit)
+
+    def env(self) -> dict[str, str]:
+        """What this worker's process gets on top of our environment."""
+        # Hide the other GPUs from it; a CPU worker hides all of them, so a CPU-only run never
+        # lands on a GPU another worker owns.
+        return {"CUDA_VISIBLE_DEVICES": "" if self.gpu == CPU else self.gpu}
+
+
+def plan_workers(name: str, gpus: list[str], limit: int) -> list[WorkerSlot]:
+    """One worker per GPU (``<name>-gpu<id>``); without a GPU one CPU worker ``<name>``."""
+    if not gpus:
+        return [WorkerSlot(name, CPU, limit)]
+    return [WorkerSlot(f"{name}-gpu{gpu}", gpu, limit) for gpu in gpus]
+
+
+# --- running it ---------------------------------------------------------------------------------
+
+
 def run_here(args: argparse.Namespace, slot: WorkerSlot) -> int:
     """One worker in this process, owning ``slot``'s device."""
-    from flows import scaleout
     from flows.worker import serve_worker
 
     # Before anything initialises CUDA in this process.
     os.environ.update(slot.env())
     lock = None
-    if slot.gpu != scaleout.CPU:
+    if slot.gpu != CPU:
         # Two workers on one GPU would exceed its limit: one per GPU on this machine.
         lock = stack.StackLock(Path(tempfile.gettempdir()) / f"styledrop-gpu-{slot.gpu}.lock")
         holder = lock.acquire()
         if holder is not None:
             say(f"error: GPU {slot.gpu} already has a styledrop worker (pid {holder or '?'})")
             return 1
-    device = "CPU" if slot.gpu == scaleout.CPU else f"GPU {slot.gpu}"
+    device = "CPU" if slot.gpu == CPU else f"GPU {slot.gpu}"
     say(f"worker {slot.worker_name!r} on pool {args.pool!r}: {device}, {slot.limit} job(s) at once")
     try:
         return serve_worker(args.pool, slot.worker_name, slot.limit, args.grace)
@@ -171,47 +198,24 @@ def run_here(args: argparse.Namespace, slot: WorkerSlot) -> int:
             lock.release()
 
 
-def supervise(args: argparse.Namespace, name: str, slots: list[WorkerSlot]) -> int:
+def run_children(args: argparse.Namespace, name: str, slots: list[WorkerSlot]) -> int:
     """One child `styledrop worker --gpus ID` per GPU; signals are passed on to them."""
-    stop_requests: list[int] = []
+    children: list[stack.Child] = []
 
-    def on_signal(signum: int, _frame: object) -> None:
-        stop_requests.append(signum)
+    def pass_on(signum: int, _count: int) -> None:
         for child in children:
             stack.signal_pid(child.pid, signum)
 
-    children: list[stack.Child] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+    signals = stack.Signals(pass_on)
     for slot in slots:
-        argv = [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "worker",
-            "--gpus",
-            slot.gpu,
-            "--name",
-            name,
-            "--pool",
-            args.pool,
-            "--limit",
-            str(slot.limit),
-            "--grace",
-            str(args.grace),
-        ]
+        argv = [sys.executable, "-m", "flows.cli", "worker", "--gpus", slot.gpu, "--name", name]
+        argv += ["--pool", args.pool, "--limit", str(slot.limit), "--grace", str(args.grace)]
         env = {**os.environ, **slot.env()}
         children.append(stack.start_child(stack.ChildSpec(slot.worker_name, argv, env), None))
-
-    code = 0
-    while any(c.alive() for c in children):
-        for child in children:
-            if not child.alive() and child.proc.returncode and not stop_requests:
-                say(
-                    f"error: worker {child.name} exited (code {child.proc.returncode}); "
-                    "stopping the others"
-                )
-                code = child.proc.returncode
-                on_signal(signal.SIGTERM, None)
-        time.sleep(0.5)
-    return code or max((c.proc.returncode or 0) for c in children)
+    died = stack.supervise(children, signals)
+    if died is not None:
+        code = died.proc.returncode
+        say(f"error: worker {died.name} exited (code {code}); stopping the others")
+        pass_on(signal.SIGTERM, 1)
+    stack.wait_exit(children)
+    return (died.proc.returncode if died else 0) or max(c.proc.returncode or 0 for c in children)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 import time
 from typing import Any
 
@@ -25,17 +24,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
 
 import engine
+from flows import handback
 from flows.layout import JobLayout
 from flows.settings import Settings
 from flows.storage import Storage
 
 CHECKPOINT_FORMAT = "styledrop.flow.checkpoint/1"
-
-# Set by the warm worker (flows.worker) when it stops with jobs still running: each job writes
-# a checkpoint at its next step and parks its thread, so that the worker can hand the run back
-# to the pool without the flow reporting an end of its own; the process then exits.
-HAND_BACK = threading.Event()
-PARKED: set[str] = set()  # flow run ids checkpointed and parked
 
 
 class Every:
@@ -89,7 +83,7 @@ class JobMonitor:
         )
 
     def __call__(self, progress: engine.Progress) -> bool | None:
-        if HAND_BACK.is_set():
+        if handback.requested():
             self.park(progress)
         if self.progress_due.due():
             self.report(progress)
@@ -110,13 +104,12 @@ class JobMonitor:
         return None
 
     def park(self, progress: engine.Progress) -> None:
-        """Checkpoint, then wait for the process to end (see HAND_BACK): never returns."""
+        """Checkpoint, then wait for the worker to hand the run back (flows/handback.py)."""
         self.logger.info(
             "worker stopping at %s: checkpoint, then handed back", progress_text(progress)
         )
         self.write_checkpoint(progress)
-        PARKED.add(str(self.flow_run_id))
-        threading.Event().wait()
+        handback.park(str(self.flow_run_id))
 
     # --- side effects ----------------------------------------------------------------------
 
