@@ -361,6 +361,30 @@ def test_one_files_trouble_does_not_stop_the_others(inbox: Inbox) -> None:
     assert inbox.take("processing", "a.png").flow_run_id
 
 
+def test_a_storage_hiccup_while_preparing_is_retried_at_the_next_poll(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's hashing fails (a stand-in for an S3 timeout, which a local folder cannot
+    produce) when the file is taken and again at the round's poll: the file stays in
+    processing/, and the next poll prepares it again; then it is submitted."""
+    store = inbox.sensor.files.store
+    real, failures = store.sha256, [OSError("S3 read timed out")] * 2
+
+    def flaky(area: str, rel: str) -> str:
+        if failures:
+            raise failures.pop()
+        return real(area, rel)
+
+    monkeypatch.setattr(store, "sha256", flaky)
+    inbox.drop("flaky.png")
+    inbox.step()
+    assert inbox.gateway.calls == []
+    assert inbox.take("processing", "flaky.png").parameters is None
+    inbox.judge()  # prepared again with the poll...
+    inbox.step()  # ...and submitted in the next round
+    assert inbox.take("processing", "flaky.png").flow_run_id
+
+
 def test_run_states_are_read_once_per_poll_interval_for_all_files(inbox: Inbox) -> None:
     for i in range(3):
         inbox.drop(f"f{i}.png", seed=i)
