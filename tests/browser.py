@@ -136,3 +136,18 @@ def screenshot(driver, path: Path, width: int = 1280) -> None:
     time.sleep(0.5)
     driver.save_screenshot(str(path))
     driver.set_window_size(1280, 900)
+
+
+def set_number(driver, key: str, value: int) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    css = f".st-key-{key} input"
+
+    def type_value(field) -> bool:
+        if field.get_attribute("value") != str(value):
+            field.send_keys(Keys.CONTROL, "a")
+            # Enter commits a number input: the value is then in every later widget update.
+            field.send_keys(str(value), Keys.ENTER)
+        return field.get_attribute("value") == str(value)
+
+    act(driver, css, type_value, f"{key} = {value}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import Browser, act, find, idle, page_text, screenshot, text_appears
+from browser import Browser, act, find, idle, page_text, screenshot, set_number, text_appears
 from conftest import ROOT, PrefectServer, free_port, make_image, stop_process, wait_until
 from PIL import Image
 
@@ -105,21 +105,6 @@ def table_text(driver) -> str:
 
     cells = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"] [role="gridcell"]')
     return "\n".join(c.get_attribute("textContent") or "" for c in cells)
-
-
-def set_number(driver, key: str, value: int) -> None:
-    from selenium.webdriver.common.keys import Keys
-
-    css = f".st-key-{key} input"
-
-    def type_value(field) -> bool:
-        if field.get_attribute("value") != str(value):
-            field.send_keys(Keys.CONTROL, "a")
-            # Enter commits a number input: the value is then in every later widget update.
-            field.send_keys(str(value), Keys.ENTER)
-        return field.get_attribute("value") == str(value)
-
-    act(driver, css, type_value, f"{key} = {value}")
 
 
 def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, artifacts_dir):
