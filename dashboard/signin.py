@@ -17,7 +17,7 @@ def allowed(email: str | None, allow_list: str, verified: object = True) -> bool
     """True when ``email`` is on ``allow_list`` (addresses and @domains, comma-separated;
     empty: everyone). An address the provider says it has not verified never matches: anyone
     can type any address into some providers' profiles."""
-    if not email or verified is False:
+    if not email or str(verified).strip().lower() == "false":  # a bool or a string
         return False
     entries = [e.strip().lower() for e in allow_list.split(",") if e.strip()]
     if not entries:

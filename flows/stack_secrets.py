@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -22,7 +23,7 @@ def stack_secret(settings: Settings, name: str) -> SecretStr:
     place, which fails if another process got there first)."""
     path = settings.stack_home / name
     try:
-        return SecretStr(path.read_text().strip())
+        return _read(path)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,4 +36,11 @@ def stack_secret(settings: Settings, name: str) -> SecretStr:
             os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return SecretStr(path.read_text().strip())
+    return _read(path)
+
+
+def _read(path: Path) -> SecretStr:
+    value = path.read_text().strip()
+    if not value:  # made only by hand: an empty key would sign for anyone
+        raise ValueError(f"{path} is empty; delete it and styledrop makes a new secret")
+    return SecretStr(value)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from pydantic import SecretStr
 
 from flows import links
@@ -66,3 +67,10 @@ def test_the_flow_signs_links_the_dashboard_accepts(tmp_path: Path) -> None:
     assert links.valid(dashboard_key, "_jobs/x y/preview.jpg", query["exp"], query["sig"])
     signed_at = int(query["exp"]) - Settings().presign_expiry_s
     assert abs(signed_at - time.time()) < 5  # lives presign_expiry_s
+
+
+def test_an_empty_secret_file_is_refused_not_used(tmp_path: Path) -> None:
+    (tmp_path / ".styledrop").mkdir()
+    (tmp_path / ".styledrop" / "link-secret").write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        links.link_key(Settings(data_dir=tmp_path))

@@ -42,6 +42,7 @@ SIGN_IN = {
         ("eve@sub.example.org", "@example.org", True, False),  # a domain is exact
         ("eve@example.org.evil.test", "@example.org", True, False),
         ("alice@example.com", "alice@example.com", False, False),  # not verified
+        ("alice@example.com", "alice@example.com", "false", False),
         ("", "", True, False),  # no address at all
         (None, "@example.org", True, False),
     ],
