@@ -7,8 +7,8 @@ parameters and style transfer never uses it.
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import logging
-import os
 import socket
 import threading
 import urllib.parse
@@ -29,6 +29,7 @@ from engine.advice import (
     plain,
 )
 from engine.device import uses_channels_last
+from engine.images import write_atomic
 from engine.params import BACKBONES, BackboneMode
 
 log = logging.getLogger(__name__)
@@ -298,10 +299,9 @@ def load_hed_state() -> tuple[dict[str, torch.Tensor], str]:
         )
     state = convert_hed(source)
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, cached)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_atomic(cached, buffer.getvalue())
     except OSError as exc:
         log.warning("could not cache the converted HED weights at %s: %s", cached, exc)
     return state, str(source)
