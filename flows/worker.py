@@ -124,7 +124,6 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
             )
         finally:
             self.active.pop(run_id, None)
-            self._wake.set()  # ask for the next run now (the slot is free when run() returns)
         if state is not None and (state.is_failed() or state.is_crashed()):
             self.check_gpu()
         return StyledropResult(identifier=str(os.getpid()), status_code=0)
@@ -174,11 +173,20 @@ class StyledropWorker(BaseWorker[BaseJobConfiguration, BaseVariables, StyledropR
         print(f"styledrop worker: {signal.Signals(signum).name}: {what}", flush=True)
         self._wake.set()
 
+    def _release_limit_slot(self, flow_run_id: Any) -> None:
+        super()._release_limit_slot(flow_run_id)
+        self._wake.set()  # a slot is free: ask for the next run now, not at the next poll
+
     async def _poll_until(self, stop: stack.Signals) -> None:
         interval = PREFECT_WORKER_QUERY_SECONDS.value()
         while not stop and not self.gpu_broken:
             # Before polling: a run that ends (or a signal) while we poll wakes the next poll.
             self._wake = anyio.Event()
+            if self.limiter.available_tokens < 1:
+                # Every slot busy: asking the server for runs now would only load it. The
+                # slot's release wakes this loop.
+                await self._wake.wait()
+                continue
             try:
                 await self.get_and_submit_flow_runs()
             except Exception as exc:  # noqa: BLE001 - the server may be restarting
