@@ -10,8 +10,8 @@ The engine stays free of pydantic: it keeps its dataclass and its own ``validate
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any, get_args, get_origin, get_type_hints
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -23,21 +23,42 @@ FIX_OPTIONS = "Fix the options (for an inbox file: its sidecar .json) and submit
 
 def _field(f: dataclasses.Field) -> tuple[Any, Any]:
     meta, hint = f.metadata, get_type_hints(StyleParams)[f.name]
-    # Bounds are shown (the JSON schema: the Prefect UI's form), not enforced here:
-    # StyleParams.validate says what is wrong in the engine's words, for every caller alike.
-    # (A list's bounds are its items': validate checks those.)
-    is_list = any(get_origin(arg) is list for arg in get_args(hint))
+    # Bounds are shown (the JSON schema: the Prefect UI's form, whose number inputs refuse a
+    # value out of range), not enforced here: StyleParams.validate says what is wrong in the
+    # engine's words, for every caller alike.
     bounds = {
         key: meta[name]
         for key, name in (("minimum", "min"), ("maximum", "max"))
-        if meta.get(name) is not None and not is_list
+        if meta.get(name) is not None
     }
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     title = f.name.replace("_", " ").capitalize()
     return (
         hint,
-        Field(default, title=title, description=meta.get("help"), json_schema_extra=bounds),
+        Field(
+            default,
+            title=title,
+            description=meta.get("help"),
+            json_schema_extra=_form_schema(bounds, optional=type(None) in get_args(hint)),
+        ),
     )
+
+
+def _form_schema(bounds: dict[str, Any], *, optional: bool) -> Callable[[dict[str, Any]], None]:
+    """The field's JSON schema as the Prefect UI's run form should render it."""
+
+    def shape(schema: dict[str, Any]) -> None:
+        if optional:
+            # The form shows "T or null" as a picker of types, preset to null; a plain input
+            # left empty means the default (None) as well, and needs no explaining. (The
+            # deployment does not enforce its schema: parse_options still takes null.)
+            (inner,) = (s for s in schema.pop("anyOf") if s.get("type") != "null")
+            schema.update(inner)
+            schema.pop("default", None)
+        # A list's bounds are its items' (one blend weight per style).
+        schema.get("items", schema).update(bounds)
+
+    return shape
 
 
 StyleOptions: type[BaseModel] = create_model(
@@ -79,3 +100,14 @@ def _words(exc: ValidationError) -> str:
     name = ".".join(str(p) for p in err["loc"])
     what = err["msg"].replace("Input should be", "must be", 1)
     return f"{name} {what} (got {err['input']!r})"
+
+
+def style_choice(gallery: Sequence[str]) -> Any:
+    """The type of one of the flow's ``styles``, for the Prefect UI's run form: a name picked
+    from ``gallery`` or the path or URL of any style image (the API takes either)."""
+    if not gallery:
+        return str
+    return (
+        Annotated[Literal[tuple(gallery)], Field(title="Gallery style")]
+        | Annotated[str, Field(title="Path or URL")]
+    )

@@ -6,7 +6,8 @@ notification block (deployments/alert-*.yaml).
 Every step is idempotent: it creates what is missing. With ``update`` (the administrator's
 `styledrop worker --setup-only`) it also makes what exists match this checkout and these
 settings. Workers do not update: machines with different settings would overwrite each
-other's windows at every start.
+other's windows at every start. What the checkout alone decides - the deployment's entrypoint,
+description and parameter schema (the Prefect UI's run form) - every start brings up to date.
 
 Alerts: both send through the block `styledrop-alerts` (Prefect's Custom Webhook block), a JSON
 POST of `subject`, `body` and `text` to STYLEDROP_ALERT_WEBHOOK_URL, kept in the block's secret
@@ -16,6 +17,7 @@ set-up removes ours if an earlier one made them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -97,39 +99,71 @@ def deployment_spec(path: Path = DEPLOYMENT_FILE) -> dict[str, Any]:
 
 def ensure_deployment(pool: str, *, update: bool) -> str:
     """Register `stylize/stylize` on ``pool`` from deployments/prefect.yaml when it is
-    missing or on no pool (served, or made by hand); with ``update``: always."""
+    missing or on no pool (served, or made by hand); with ``update``: always. Without
+    ``update``, an existing one whose run form (parameter schema), entrypoint or description
+    differs from this checkout's gets this checkout's; its pool, queue and tags are left as
+    the administrator set them."""
     from prefect.exceptions import ObjectNotFound
-    from prefect.utilities.callables import parameter_schema
 
     from flows.stylize import stylize
 
     spec = deployment_spec()
     full_name = f"{stylize.name}/{spec['name']}"
+    wanted = checkout_deployment(spec)
     with client() as api:
         try:
             existing = api.read_deployment_by_name(full_name)
         except ObjectNotFound:
             existing = None
         if existing is not None and not update and existing.work_pool_name:
+            done = refresh_deployment(api, existing, wanted)
             if existing.work_pool_name != pool:
                 return (
-                    f"deployment {full_name} exists on work pool {existing.work_pool_name!r}, "
+                    f"deployment {full_name} {done} on work pool {existing.work_pool_name!r}, "
                     f"not {pool!r}: its runs go there (`--setup-only` moves it)"
                 )
-            return f"deployment {full_name} exists"
+            return f"deployment {full_name} {done}"
         api.create_deployment(  # an upsert by flow and name
             flow_id=api.create_flow_from_name(stylize.name),
             name=spec["name"],
-            entrypoint=spec["entrypoint"],
             path=str(PROJECT_ROOT),
             work_pool_name=pool,
             work_queue_name=spec["work_pool"].get("work_queue_name"),
             job_variables=spec["work_pool"].get("job_variables") or {},
             tags=spec.get("tags") or [],
-            description=spec.get("description"),
-            parameter_openapi_schema=parameter_schema(stylize).model_dump_for_openapi(),
+            **wanted,
         )
     return f"{'updated' if existing else 'created'} deployment {full_name} on pool {pool!r}"
+
+
+def checkout_deployment(spec: dict[str, Any]) -> dict[str, Any]:
+    """What this checkout says the deployment is, beyond where its runs go."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.stylize import stylize
+
+    return {
+        "entrypoint": spec["entrypoint"],
+        "description": spec.get("description"),
+        "enforce_parameter_schema": spec.get("enforce_parameter_schema", True),
+        "parameter_openapi_schema": parameter_schema(stylize).model_dump_for_openapi(),
+    }
+
+
+def refresh_deployment(api: Any, existing: Any, wanted: dict[str, Any]) -> str:
+    """Give ``existing`` the fields of ``wanted`` that differ (one request, none if all
+    match); says what was done."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    stale = {k: v for k, v in wanted.items() if _as_json(getattr(existing, k)) != _as_json(v)}
+    if not stale:
+        return "exists"
+    api.update_deployment(existing.id, DeploymentUpdate(**stale))
+    return f"exists; updated its {', '.join(stale)} to this checkout's"
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def ensure_lost_run_automation(settings: Settings, *, update: bool) -> str:

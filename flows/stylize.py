@@ -9,6 +9,7 @@ Deployment ``stylize/stylize`` (``deployments/prefect.yaml``), run by ``styledro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prefect import flow
@@ -17,11 +18,12 @@ from prefect.states import Cancelled, Failed, State
 
 from flows.alive import keep_alive, state_before_false_reschedule
 from flows.deployment import FLOW_NAME
+from flows.gallery import list_styles
 from flows.jobs import JobRejected, JobStatus, RunLink
 from flows.naming import run_name
-from flows.options import StyleOptions
+from flows.options import StyleOptions, style_choice
 from flows.results import use_shared_result_storage
-from flows.settings import get_settings
+from flows.settings import Settings, get_settings
 from flows.storage import get_storage
 from flows.tasks.check import check_inputs
 from flows.tasks.records import (
@@ -33,6 +35,11 @@ from flows.tasks.records import (
     save_result,
 )
 from flows.tasks.transfer import run_style_transfer
+
+# The run form offers the gallery's styles as choices, as they are when the flow is imported
+# (the worker registers the deployment's schema at start); any other path or URL is taken too.
+StyleChoice = style_choice([style.name for style in list_styles(Settings().styles_dir)])
+ALL_DEFAULTS = StyleOptions()
 
 
 def _run_name() -> str:
@@ -60,22 +67,29 @@ def _run_name() -> str:
 )
 def stylize(
     content: str,
-    styles: list[str] | None = None,
-    options: StyleOptions | None = None,  # type: ignore[valid-type]
+    styles: Sequence[StyleChoice] | None = (),  # type: ignore[valid-type]
+    options: StyleOptions | None = ALL_DEFAULTS,  # type: ignore[valid-type]
     output: str | None = None,
     force: bool = False,
     content_name: str | None = None,
 ) -> dict[str, Any] | State:
-    """Stylise ``content`` (a local path or s3:// URL) in the given ``styles`` (gallery names,
-    paths or URLs; default: the configured default style) and return the job record.
+    """Stylise one photo and return its job record. The same inputs and options are computed
+    once: later submissions return the stored record marked ``reused``.
 
-    ``options`` are StyleParams fields (blend weights: ``style_blend``), as a mapping or as
-    the form the Prefect UI shows for them (flows/options.py); ``output`` is an
-    extra place for the result (relative paths are inside the storage root) with the record
-    beside it as ``<output>.json``. The same inputs and parameters are computed once: later
-    submissions return the stored record marked ``reused`` unless ``force=True``.
-    ``content_name`` is what messages call the content (the inbox sensor gives the path the
-    file was dropped at, not the processing/ copy the run reads).
+    The parameters' types and these descriptions are the deployment's run form in the Prefect
+    UI. Callers may give ``options`` as a mapping of its field names (flows/options.py).
+
+    Args:
+        content: The photo: a file path on the worker's machine or an s3:// URL.
+        styles: Gallery style names, or paths or URLs of style images; several are blended
+            (see the options' style blend). Empty: the default style (STYLEDROP_DEFAULT_STYLE).
+        options: How the result is made: its size, the number of steps, the weights.
+        output: Also write the result here (ending in .png, .jpg or .webp; a relative path is
+            inside the storage root), with its record beside it (the same name plus .json).
+            None: only in the job's folder.
+        force: Compute it again even if these inputs and options were done before.
+        content_name: What messages call the photo (the inbox sensors give the path it was
+            dropped at). None: its path.
     """
     if (ended := state_before_false_reschedule()) is not None:
         return ended
@@ -87,7 +101,7 @@ def stylize(
 
 def stylize_job(
     content: str,
-    styles: list[str] | None,
+    styles: Sequence[str] | None,
     options: Any,
     output: str | None,
     force: bool,
@@ -96,7 +110,7 @@ def stylize_job(
     """The flow's steps, while the run tells the server it is alive."""
     settings = get_settings()
     run_id = flow_run.get_id()
-    styles = styles or [settings.default_style]
+    styles = list(styles or [settings.default_style])
     try:
         job = check_inputs(content, styles, options, output, content_name, run_id)
     except JobRejected as exc:

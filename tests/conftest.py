@@ -182,7 +182,8 @@ def start_prefect_server(
 
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false", **(extra_env or {}))
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_UI_ENABLED="false")
+    env.update(extra_env or {})  # the UI too, for one
     env.pop("PREFECT_API_URL", None)
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
