@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("flows.commands.dashboard", "run the Streamlit dashboard and the file route"),
     "up": ("flows.commands.up", "start the local stack: server, worker, sensor, dashboard"),
     "worker": ("flows.commands.worker", "run warm workers (one per GPU) for stylize runs"),
+    "health": ("flows.commands.health", "exit 0 if the part running here serves (containers)"),
 }
 
 
