@@ -2,8 +2,9 @@
 # Creates (or updates) the virtual environment at .venv with styledrop and its pinned
 # dependencies. Safe to run again. `./install.sh --test` also installs what the tests need,
 # including Debian's chromium + chromium-driver for the browser end-to-end test,
-# postgresql for the scale-out test's Prefect server (tests/postgres.py) and the sign-in
-# tests' OpenID Connect provider (tests/oidc_provider.py).
+# postgresql for the scale-out test's Prefect server (tests/postgres.py), the sign-in
+# tests' OpenID Connect provider (tests/oidc_provider.py), and podman, podman-compose and
+# mmdebstrap for the container test (tests/test_container.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -27,15 +28,25 @@ if [[ -n "$extras" ]]; then
     missing=()
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+    # The container test: podman with runc, an init for --init, the CNI dnsname plugin for
+    # names between containers; podman-compose; mmdebstrap for its Debian base image.
+    if command -v dpkg-query >/dev/null 2>&1; then
+        for pkg in podman runc catatonit golang-github-containernetworking-plugin-dnsname \
+            podman-compose mmdebstrap; do
+            dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" \
+                || missing+=("$pkg")
+        done
+    fi
     if [[ ${#missing[@]} -gt 0 ]]; then
         if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-            echo "installing ${missing[*]} for the browser and scale-out tests" >&2
+            echo "installing ${missing[*]} for the browser, scale-out and container tests" >&2
             apt-get update -qq >/dev/null
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
                 "${missing[@]}" >/dev/null
         else
             echo "warning: ${missing[*]} missing and not root: the browser test is skipped" \
-                "without chromium; the scale-out tests fail without postgresql" >&2
+                "without chromium, the container test without podman; the scale-out tests" \
+                "fail without postgresql" >&2
         fi
     fi
 fi
