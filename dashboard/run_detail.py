@@ -14,6 +14,7 @@ from dashboard.store import JobFolder
 from flows.deployment import RunView
 from flows.gallery import UnknownStyleError, resolve_style
 from flows.naming import style_name
+from flows.prefect_api import ui_url
 
 
 def back_to_runs() -> None:
@@ -32,7 +33,7 @@ def show_run(run_id: str) -> None:
         st.caption(f"Submitted by {run.submitter}")
     st.link_button(
         "Open in the Prefect UI ↗",
-        views.prefect_run_url(ui.settings().prefect_ui_url, run.id),
+        views.prefect_run_url(ui_url(ui.settings()), run.id),
     )
     # While the run is live the status part refreshes itself; once final it is drawn once.
     refresh = None if run.is_final else ui.settings().dashboard_refresh_s

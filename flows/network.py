@@ -27,10 +27,11 @@ def is_loopback(host: str | None) -> bool:
 
 
 def reachable(settings: Settings, host: str | None = None) -> bool:
-    """Whether browsers on other machines reach the stack: it binds a non-loopback interface,
-    or the dashboard's public address (behind a proxy) is not on this machine."""
+    """Whether browsers on other machines reach the stack: it binds a non-loopback interface
+    (in a container: its ports are published on one, STYLEDROP_PUBLISHED_ON), or the
+    dashboard's public address (behind a proxy) is not on this machine."""
     public = urlsplit(settings.dashboard_url).hostname if settings.dashboard_url else None
-    bound_outside = not is_loopback(host or settings.host)
+    bound_outside = not is_loopback(settings.published_on or host or settings.host)
     return bound_outside or (public is not None and not is_loopback(public))
 
 

@@ -27,6 +27,15 @@ def api_url(settings: Settings) -> str:
     return (url or local_api_url(settings)).rstrip("/")
 
 
+def ui_url(settings: Settings) -> str:
+    """The Prefect UI as browsers reach it, for links: PREFECT_UI_URL (which Prefect derives
+    from PREFECT_API_URL when unset), else the server `styledrop up` starts."""
+    from prefect.settings import get_current_settings
+
+    url = os.environ.get("PREFECT_UI_URL") or get_current_settings().ui_url
+    return str(url or settings.prefect_ui_url).rstrip("/")
+
+
 @contextmanager
 def connected(settings: Settings) -> Iterator[str]:
     """This process's Prefect client on ``api_url(settings)``, and the processes it starts

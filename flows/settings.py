@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         "https://styledrop.example.com behind a TLS proxy; empty: http://<host>:<dashboard_port>. "
         "File links and the sign-in's redirect URI (<it>/oauth2callback) start with it.",
     )
+    published_on: str = Field(
+        "",
+        description="In a container: the host address its ports are published on (the compose "
+        "stack's BIND_ADDRESS). The network check judges it instead of the address bound inside "
+        "the container (which must be 0.0.0.0 for a published port). Empty: not in a container.",
+    )
     dashboard_refresh_s: float = Field(
         3.0, gt=0, description="Seconds between the dashboard's automatic refreshes of runs."
     )

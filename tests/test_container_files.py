@@ -12,6 +12,7 @@ import yaml
 from conftest import ROOT
 
 from flows.commands.health import command_args, running_command, styledrop_args
+from flows.network import exposure_problem
 from flows.settings import Settings
 from flows.worker import PARK_TIMEOUT_S
 
@@ -61,6 +62,17 @@ def test_a_stopped_worker_has_the_time_to_hand_its_jobs_back() -> None:
     assert grace > Settings().worker_grace_s + PARK_TIMEOUT_S
     assert all(SERVICES[name].get("init") for name in (*CLIENTS, "prefect-server"))
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+
+
+def test_the_dashboard_is_judged_by_where_its_port_is_published() -> None:
+    env = SERVICES["dashboard"]["environment"]
+    assert env["STYLEDROP_PUBLISHED_ON"] == "${BIND_ADDRESS:-127.0.0.1}"
+    inside = Settings(host="0.0.0.0", dashboard_url="http://127.0.0.1:8501")
+    assert exposure_problem(inside, api=False) is not None  # bare 0.0.0.0: refused
+    on_loopback = inside.model_copy(update={"published_on": "127.0.0.1"})
+    assert exposure_problem(on_loopback, api=False) is None
+    on_network = inside.model_copy(update={"published_on": "0.0.0.0"})
+    assert "sign-in" in exposure_problem(on_network, api=False)
 
 
 def test_data_and_database_live_in_volumes() -> None:

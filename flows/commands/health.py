@@ -98,14 +98,14 @@ def dashboard_problem(host: str, port: int, timeout: float) -> str | None:
 
 
 def problems(part: str, args: argparse.Namespace, settings: Settings, timeout: float) -> list[str]:
-    from flows import scaleout
+    from flows.commands.worker import machine_name
 
     found: list[str | None] = []
     if part in ("watch", "worker", "up"):
         found.append(api_problem(timeout))
     if part in ("worker", "up") and not any(found):
         pool = getattr(args, "pool", settings.work_pool)
-        name = getattr(args, "name", None) or scaleout.default_name(settings)
+        name = machine_name(getattr(args, "name", None), settings)
         found.append(worker_problem(pool, name, timeout))
     if part in ("dashboard", "up"):
         host = getattr(args, "host", settings.host)
@@ -115,11 +115,7 @@ def problems(part: str, args: argparse.Namespace, settings: Settings, timeout: f
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from flows.commands.worker import api_url
+    from flows.prefect_api import connected
     from flows.settings import get_settings
 
     command = [args.part] if args.part else running_command()
@@ -129,11 +125,12 @@ def run(args: argparse.Namespace) -> int:
     part = command[0]
     settings = get_settings()
     try:
-        # The configured Prefect API, else the local stack's (as the parts themselves do).
-        with temporary_settings(updates={PREFECT_API_URL: api_url(settings)}):
+        with connected(settings):  # the Prefect API the parts themselves use
             found = problems(part, command_args(part, command[1:]), settings, args.timeout)
     except Exception as exc:  # noqa: BLE001 - one line for the health log, not a traceback
-        found = [f"{type(exc).__name__}: {exc}"]
+        from flows.api_auth import refusal
+
+        found = [refusal(exc) or f"{type(exc).__name__}: {exc}"]
     if found:
         print(f"unhealthy ({part}): " + "; ".join(found), flush=True)
         return 1

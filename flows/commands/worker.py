@@ -97,8 +97,14 @@ def run(args: argparse.Namespace) -> int:
         return set_up_and_serve(args, settings, api)
 
 
+def machine_name(name: str | None, settings: Settings) -> str:
+    """This machine's name in the pool: --name, else STYLEDROP_WORKER_NAME, else the hostname
+    (its workers are ``<name>`` or ``<name>-gpu<id>``)."""
+    return name or settings.worker_name or socket.gethostname()
+
+
 def set_up_and_serve(args: argparse.Namespace, settings: Settings, api: str) -> int:
-    name = args.name or settings.worker_name or socket.gethostname()
+    name = machine_name(args.name, settings)
     gpus = parse_gpus(args.gpus) if args.gpus is not None else visible_gpus()
     slots = plan_workers(name, gpus, args.limit)
     say(f"Prefect API {api}; storage {settings.storage_root}")
