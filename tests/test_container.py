@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -229,6 +230,22 @@ class Stack:
         answer.raise_for_status()
         return answer.json()
 
+    def down(self, *args: str, timeout: float = 300) -> None:
+        """`down`, and what podman-compose 1.0 leaves: the network, and the anonymous volumes
+        the image's VOLUME gives containers that mount nothing at /data (the server)."""
+        ids = run(
+            "podman", "ps", "-aq", "--filter", f"label=io.podman.compose.project={self.project}"
+        ).split()
+        anonymous = []
+        for container in ids:
+            mounts = json.loads(run("podman", "inspect", "--format", "{{json .Mounts}}", container))
+            names = [m.get("Name", "") for m in mounts]
+            anonymous += [n for n in names if re.fullmatch(r"[0-9a-f]{64}", n)]
+        self.compose("down", *args, timeout=timeout)
+        run("podman", "network", "rm", "--force", f"{self.project}_default", check=False)
+        for volume in anonymous:
+            run("podman", "volume", "rm", "--force", volume, check=False)
+
     def up(self) -> None:
         self.compose("up", "-d")
         wait_until(self.ready, 300, "the stack's worker to be ONLINE and the dashboard up", 2)
@@ -311,8 +328,7 @@ def stack(images: dict[str, float], tmp_path_factory: pytest.TempPathFactory) ->
         print(s.logs())
         raise
     finally:
-        s.compose("down", "-v", "-t", "5", timeout=300)
-        run("podman", "network", "rm", "--force", f"{s.project}_default", check=False)
+        s.down("-v", "-t", "5")
         shutil.rmtree(s.data, ignore_errors=True)
 
 
@@ -404,8 +420,7 @@ def test_a_worker_stopped_with_sigterm_hands_its_job_back(stack: Stack) -> None:
 def test_the_stack_survives_down_and_up(stack: Stack) -> None:
     before = {r["id"] for r in stack.post("/flow_runs/filter", {}).json()}
     assert before
-    stack.compose("down", "-t", "60", timeout=400)
-    run("podman", "network", "rm", "--force", f"{stack.project}_default", check=False)
+    stack.down("-t", "60", timeout=400)
     stack.up()
     after = {r["id"] for r in stack.post("/flow_runs/filter", {}).json()}
     assert before <= after  # the runs live on in the database's named volume
