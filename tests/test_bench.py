@@ -68,6 +68,27 @@ def test_service_bench() -> None:
     assert "create_flow_run" not in out  # the bench's submissions are not the worker's
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_refusal_bench() -> None:
+    """The real stack (server, warm worker, folder sensor) with one tiny busy job: every hostile
+    file gets its note in failed/ from the sensor without a run, and the baseline runs end."""
+    out = run(
+        "refusal.py",
+        *("--busy-jobs", "1", "--busy-size", "32", "--busy-iterations", "5"),
+        *("--settle-s", "0.2"),
+        timeout=540,
+    )
+    last = dict(item.split("=") for item in out.strip().splitlines()[-1].split())
+    assert last["files"] == "7" and last["sensor_runs"] == "0", out
+    assert float(last["sensor_median_s"]) > 0 and float(last["baseline_median_s"]) > 0, out
+    assert "| empty.jpg | an empty .jpg |" in out and "the file is empty (0 bytes)" in out, out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and ".jpg |" in line]
+    assert len(rows) == 7, out
+    # Every baseline submission ended in the flow's refusal or the server's, none completed.
+    assert all("| Failed: " in row or "| refused at submission" in row for row in rows), out
+
+
 # --- the request counter of bench/service.py -----------------------------------------------------
 
 
