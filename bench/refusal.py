@@ -194,7 +194,12 @@ def baseline_phase(files: list[Hostile], folder: Path, timeout: float) -> None:
             submitted[submit(f.api_parameters(content))] = (f, t)
         except PrefectHTTPStatusError as exc:  # refused by the server at submission
             f.baseline_s = time.time() - t
-            f.baseline_outcome = f"refused at submission ({exc.response.status_code})"
+            try:
+                detail = exc.response.json().get("detail", "")
+            except ValueError:
+                detail = exc.response.text
+            detail = str(detail).removeprefix("Error creating flow run: ")
+            f.baseline_outcome = f"refused at submission ({exc.response.status_code}): {detail}"
     ids = list(submitted)
     if not ids:
         return
