@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.advice import FALLBACK_MEANS, GET_VGG19, HED_LABEL, RANDOM_MEANS
+from engine.params import StyleParams
 from flows.deployment import RunView, plain_reason
 from flows.naming import file_name, style_name
 
@@ -143,7 +144,8 @@ def _yes_no(value: Any) -> str:
 
 def parameters_in_words(parameters: dict[str, Any]) -> list[tuple[str, str]]:
     """A run's parameters as (what, value) lines a person reads, not JSON with upload paths.
-    Unknown engine options are listed by their own names."""
+    Other engine options are listed by their own names when they differ from the engine's
+    defaults (the Prefect UI's run form sends every field)."""
     options = dict(parameters.get("options") or {})
     lines = [
         ("Photo", photo_name(parameters) or "?"),
@@ -161,8 +163,10 @@ def parameters_in_words(parameters: dict[str, Any]) -> list[tuple[str, str]]:
     if "seed" in options:
         lines.append(("Random seed", str(options.pop("seed"))))
     options.pop("style_blend", None)  # shown with the styles
+    defaults = StyleParams().to_dict()
     for key, value in sorted(options.items()):
-        lines.append((key.replace("_", " ").capitalize(), str(value)))
+        if key not in defaults or value != defaults[key]:
+            lines.append((key.replace("_", " ").capitalize(), str(value)))
     if parameters.get("output"):
         lines.append(("Also written to", str(parameters["output"])))
     if parameters.get("force"):

@@ -19,11 +19,13 @@ class ParamError(ValueError):
     """A parameter is out of range or inconsistent; the message says which and why."""
 
 
-def _param(default: Any, help: str, *, lo: float | None = None, hi: float | None = None) -> Any:
-    """A StyleParams field with what a person needs to know of it: ``help`` (shown by the CLI,
-    the Prefect UI's run form and the dashboard) and its bounds, checked by ``validate`` and by
+def _param(
+    default: Any, label: str, help: str, *, lo: float | None = None, hi: float | None = None
+) -> Any:
+    """A StyleParams field with what a person needs to know of it: its ``label`` and ``help``
+    (the Prefect UI's run form shows both) and its bounds, checked by ``validate`` and shown by
     flows/options.py's pydantic model, both from here."""
-    metadata = {"help": help, "min": lo, "max": hi}
+    metadata = {"label": label, "help": help, "min": lo, "max": hi}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -37,35 +39,65 @@ class StyleParams:
 
     size: int | None = _param(
         None,
+        "Size (px)",
         "Long edge of the result in pixels (aspect ratio kept); empty: the device's default "
         "(256 on a CPU, 512 on a GPU).",
         lo=16,
         hi=8192,
     )
     iterations: int | None = _param(
-        None, "Optimisation steps at the final scale; empty: the engine's default.", lo=1, hi=10**5
+        None,
+        "Iterations",
+        "Optimisation steps at the final scale; empty: the engine's default. More steps take "
+        "longer and settle the picture further.",
+        lo=1,
+        hi=100_000,
     )
-    content_weight: float = _param(1.0, "How much the photo's content counts.", lo=0)
-    style_weight: float = _param(1.0, "Style strength: how much the style counts.", lo=0)
-    tv_weight: float = _param(1.0, "Smoothness: how much noise is penalised.", lo=0)
+    content_weight: float = _param(
+        1.0, "Content strength", "How much the photo's shapes count (0: none).", lo=0
+    )
+    style_weight: float = _param(
+        1.0, "Style strength", "How much the style counts (1: normal; above: stronger).", lo=0
+    )
+    tv_weight: float = _param(
+        1.0, "Smoothness", "How much pixel noise is penalised (0: none).", lo=0
+    )
     style_scale: float = _param(
-        1.0, "Size of the style image relative to the result's long edge.", lo=0.05, hi=8
+        1.0,
+        "Style scale",
+        "Size of the style image relative to the result's long edge: above 1 gives finer "
+        "brush marks, below 1 coarser ones.",
+        lo=0.05,
+        hi=8,
     )
     style_blend: list[float] | None = _param(
-        None, "One weight per style, e.g. [0.7, 0.3]; empty: equal.", lo=0
+        None,
+        "Style blend",
+        "One weight per style, in the order of the styles, e.g. [0.7, 0.3]; empty: equal.",
+        lo=0,
     )
     preserve_colors: bool = _param(
-        False, "Keep the photo's colours (transfer brightness only)."
+        False, "Preserve colours", "Keep the photo's colours: transfer the style's brightness only."
     )
-    seed: int = _param(0, "Random seed: the same seed and inputs give the same image.")
-    optimizer: Literal["adam", "lbfgs"] = _param("adam", "Optimiser.")
-    pooling: Literal["max", "avg"] = _param("max", "Pooling in the network.")
+    seed: int = _param(
+        0, "Random seed", "The same seed, inputs and device give the same image."
+    )
+    optimizer: Literal["adam", "lbfgs"] = _param(
+        "adam", "Optimiser", "adam: steady and cheap per step; lbfgs: fewer, costlier steps."
+    )
+    pooling: Literal["max", "avg"] = _param(
+        "max", "Pooling", "How the network shrinks its feature maps: max (crisper) or avg (softer)."
+    )
     style_stat: Literal["gram", "meancov"] = _param(
-        "gram", "Style statistic: Gram matrices or mean and covariance."
+        "gram",
+        "Style statistic",
+        "gram: Gram matrices (Gatys); meancov: mean and covariance of the features.",
     )
-    min_size: int = _param(128, "Long edge of the first, coarsest scale in pixels.", lo=16)
+    min_size: int = _param(
+        128, "First scale (px)", "Long edge of the first, coarsest scale in pixels.", lo=16
+    )
     init: Literal["content", "random"] = _param(
-        "content", "Start from the photo or from noise."
+        "content", "Start from", "content: the photo (recommended); random: noise."
     )
 
     def validate(self, n_styles: int = 1) -> None:

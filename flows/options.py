@@ -32,7 +32,7 @@ def _field(f: dataclasses.Field) -> tuple[Any, Any]:
         if meta.get(name) is not None
     }
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    title = f.name.replace("_", " ").capitalize()
+    title = meta.get("label") or f.name
     return (
         hint,
         Field(

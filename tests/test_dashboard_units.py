@@ -75,6 +75,9 @@ def test_parameters_in_words():
                     "preserve_colors": True,
                     "style_blend": [1.0, 0.5],
                     "tv_weight": 0.1,
+                    # As the Prefect UI's run form sends them: every field, most at default.
+                    "content_weight": 1.0,
+                    "pooling": "max",
                 },
             }
         )
@@ -86,6 +89,7 @@ def test_parameters_in_words():
     assert words["Keep the photo's colours"] == "yes"
     assert words["Iterations"] == "the engine's default"
     assert words["Tv weight"] == "0.1"
+    assert "Content weight" not in words and "Pooling" not in words
     assert not any("_uploads" in v for v in words.values())
 
 

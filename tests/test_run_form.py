@@ -62,7 +62,7 @@ def test_every_parameter_is_described_and_options_open_as_fields() -> None:
     fields = schema["definitions"]["StyleOptions"]["properties"]
     # "Empty: the default" fields are plain inputs with their bounds, not a type picker.
     assert fields["size"] == {
-        "title": "Size",
+        "title": "Size (px)",
         "type": "integer",
         "minimum": 16,
         "maximum": 8192,
@@ -234,11 +234,11 @@ def test_a_run_started_from_the_prefect_ui_form(stack: Stack, api, browser, tmp_
     click(styles, "(.//button[@role='tab'][normalize-space()='Path or URL'])[2]")
     path_box = wait_until(lambda: styles.find_elements("xpath", ".//textarea"), 30, "a path box")
     set_text(path_box[0], own_style)
-    type_into(driver, "Size", "48")
+    type_into(driver, "Size (px)", "48")
     type_into(driver, "Iterations", "6")
-    type_into(driver, "Min size", "48")
+    type_into(driver, "First scale (px)", "48")
     choose(driver, "Select Pooling", "avg")
-    click(field_block(driver, "Preserve colors"), ".//button[@role='switch']")
+    click(field_block(driver, "Preserve colours"), ".//button[@role='switch']")
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "run-form.png"))
     click(driver, "//button[normalize-space()='Submit']")
