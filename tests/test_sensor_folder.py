@@ -150,3 +150,27 @@ def test_a_file_open_before_the_sensor_started_waits_for_its_writer(tmp_path: Pa
         assert wait_until(c.poll, 5, "the file once closed") == ["new-folder/early.png"]
     finally:
         inbox.stop()
+
+
+def test_an_empty_file_waits_a_few_settle_times_after_its_close(tmp_path: Path) -> None:
+    """A closed empty file is taken after 5 settle times (then refused as not an image, in
+    seconds); one never seen closed waits as long as any file whose close was missed."""
+    from flows.sensors.settle import Settler
+
+    now = [0.0]
+    settler = Settler(1.0, clock=lambda: now[0])
+    closed, silent = tmp_path / "closed.jpg", tmp_path / "silent.jpg"
+    closed.write_bytes(b"")
+    silent.write_bytes(b"")
+    settler.seen(str(closed))
+    settler.closed(str(closed), wrote=True)
+    settler.seen(str(silent))
+    assert settler.due() == []
+    now[0] = 4.9
+    assert settler.due() == []
+    now[0] = 5.1
+    assert settler.due() == [str(closed)]
+    now[0] = 29.0
+    assert settler.due() == []
+    now[0] = 30.1
+    assert settler.due() == [str(silent)]

@@ -5,8 +5,9 @@ file copied in while we were down, a lost event) its size and mtime holding stil
 
 A file we saw opened and not yet closed is not taken by the timer alone, however long the
 writer pauses: only its close, or ``stuck_factor * settle_s`` without change (a close event we
-never got must not strand a file forever). Empty files wait that long too: a placeholder that
-a writer creates first and fills later is common, an empty photo is not.
+never got must not strand a file forever). An empty file waits ``empty_factor * settle_s``
+after its close (a placeholder that a writer creates first fills it at once; an empty photo is
+refused, in seconds) and that long without one.
 
 Opens can go unseen: a file created in a folder the moment the folder appears is written
 before inotify watches that folder. So before the timer alone declares a file complete, on
@@ -40,10 +41,12 @@ class Settler:
         settle_s: float,
         *,
         stuck_factor: float = 30.0,
+        empty_factor: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settle_s = settle_s
         self.stuck_s = settle_s * stuck_factor
+        self.empty_s = settle_s * empty_factor
         self.clock = clock
         self._lock = threading.Lock()
         self._pending: dict[str, _Entry] = {}
@@ -118,8 +121,13 @@ class Settler:
 
     def _complete(self, entry: _Entry, now: float) -> bool:
         quiet = now - entry.since
-        if entry.size == 0 or entry.opens > 0:
+        if entry.opens > 0:
             return quiet >= self.stuck_s
+        if entry.size == 0:
+            # Closed empty: a placeholder is refilled at once, so a few settle times will do
+            # (then it is refused as not an image, in seconds); never seen closed: as long as
+            # a file whose close we may have missed.
+            return quiet >= (self.empty_s if entry.closed else self.stuck_s)
         return entry.closed or quiet >= self.settle_s
 
 
