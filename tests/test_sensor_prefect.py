@@ -160,24 +160,24 @@ def test_a_crashed_run_is_resubmitted_and_the_file_archived(tmp_path: Path, sens
     from prefect.states import Crashed
 
     start(sensors, settings_for(tmp_path))
-    make_image(tmp_path / "inbox" / "ink" / "crashy.png")
+    make_image(tmp_path / "inbox" / "waves" / "crashy.png")
     processing = tmp_path / "processing"
-    first = wait_until(lambda: submitted(processing, "ink/crashy.png"), 20, "the first run")
+    first = wait_until(lambda: submitted(processing, "waves/crashy.png"), 20, "the first run")
     run = read_run(first.flow_run_id)
     assert run.parameters == {
-        "content": str(processing / "ink" / "crashy.png"),
-        "styles": ["ink"],
+        "content": str(processing / "waves" / "crashy.png"),
+        "styles": ["waves"],
         "options": {"size": 48},
-        "output": str(tmp_path / "outputs" / "ink" / "crashy.png"),
+        "output": str(tmp_path / "outputs" / "waves" / "crashy.png"),
         "force": False,
-        "content_name": str(tmp_path / "inbox" / "ink" / "crashy.png"),
+        "content_name": str(tmp_path / "inbox" / "waves" / "crashy.png"),
     }
     assert run.labels[TAKE_LABEL] == first.take_id
 
     set_state(first.flow_run_id, Crashed(message="worker lost: out of memory"))
     second = wait_until(
         lambda: (
-            (t := submitted(processing, "ink/crashy.png"))
+            (t := submitted(processing, "waves/crashy.png"))
             and t.flow_run_id != first.flow_run_id
             and t
         ),
@@ -186,10 +186,10 @@ def test_a_crashed_run_is_resubmitted_and_the_file_archived(tmp_path: Path, sens
     )
     assert second.attempts == 1
     complete(second.flow_run_id)
-    archived = tmp_path / "archive" / "ink"
+    archived = tmp_path / "archive" / "waves"
     wait_until((archived / "crashy.png.run.json").exists, 20, "archived")
     assert take_in(archived, "crashy.png").outcome == "archived"
-    assert (tmp_path / "outputs" / "ink" / "crashy.png").exists()
+    assert (tmp_path / "outputs" / "waves" / "crashy.png").exists()
 
 
 class Gate:
