@@ -42,8 +42,9 @@ def test_backlog_after_a_restart_with_a_corrupt_file_beside_good_ones(
     watch, tmp_path: Path
 ) -> None:
     """Files dropped while the sensor was down are taken when it starts again; a corrupt one
-    among them ends in failed/ with the flow's reason while the good ones beside it succeed.
-    (One test for both: the runs overlap, which keeps this module's time down.)"""
+    among them ends in failed/ with the flow's checks' reason (the sensor runs them before it
+    submits, so it gets no run) while the good ones beside it succeed. (One test for both:
+    the runs overlap, which keeps this module's time down.)"""
     sensor = watch().start()
     sensor.stop()
     inbox = tmp_path / "inbox"
@@ -61,7 +62,7 @@ def test_backlog_after_a_restart_with_a_corrupt_file_beside_good_ones(
     note = tmp_path / "failed" / "waves" / "broken.jpg.error.txt"
     wait_until(note.exists, OUTCOME_S, "the corrupt file's error note")
     text = note.read_text()
-    assert "broken.jpg" in text and "Flow run:" in text
+    assert "broken.jpg" in text and "Flow run: none" in text
     reason = text.split("Reason:", 1)[1].split("\n", 1)[0].strip()
     assert reason and "image" in reason.lower(), text  # the flow's words, not a stack trace
     # The file as it was dropped, what is wrong with it and what to do; no Prefect wording.
@@ -76,14 +77,11 @@ def test_backlog_after_a_restart_with_a_corrupt_file_beside_good_ones(
 
     processing = str(tmp_path / "processing") + "/"
     runs = {r.parameters["content"].removeprefix(processing): r for r in inbox_runs(processing)}
-    assert sorted(runs) == sorted(
-        ("first.png", "waves/broken.jpg", "waves/good.png", "waves/blend.png")
-    )  # one run each
+    assert sorted(runs) == sorted(("first.png", "waves/good.png", "waves/blend.png"))  # one each
     assert runs["first.png"].parameters["styles"] == ["mosaic"]
     assert runs["waves/good.png"].parameters["styles"] == ["waves"]
     # Named after the photo and its styles, and tagged with the source only.
     assert runs["waves/blend.png"].name == "blend.png · waves + mosaic"
-    assert runs["waves/broken.jpg"].name == "broken.jpg · waves"
     # The same tags on every file's run (the source, and the deployment's own): none per file.
     assert len({tuple(sorted(r.tags)) for r in runs.values()}) == 1
     assert "inbox" in runs["first.png"].tags
@@ -156,9 +154,8 @@ def test_s3_inbox_end_to_end_with_notifications_and_listing(watch, s3: S3, tmp_p
     runs = inbox_runs(f"s3://{BUCKET}/{PREFIX}processing/")
     contents = sorted(r.parameters["content"] for r in runs)
     assert contents == sorted(
-        f"s3://{BUCKET}/{PREFIX}processing/{k}"
-        for k in ("waves/my photo.png", "listed.png", "bad.jpg")
-    )  # one run each: the notified + listed object too
+        f"s3://{BUCKET}/{PREFIX}processing/{k}" for k in ("waves/my photo.png", "listed.png")
+    )  # one run each: the notified + listed object too; none for bad.jpg (refused at once)
     assert all("s3" in r.tags and "inbox" not in r.tags for r in runs)  # the source's tag
     # The sensor moves a file's bookkeeping (.run.json) out of processing/ last, after the
     # error note, so that an interrupted finish resumes: wait for it rather than race it.

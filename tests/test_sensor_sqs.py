@@ -9,6 +9,7 @@ sends for a multipart upload."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import unserved_deployment, wait_until
+from PIL import Image
 
 from flows import storage
 from flows.sensors.service import RunningSensor, start_s3_sensor
@@ -29,6 +31,16 @@ from flows.settings import Settings
 
 DEPLOYMENT = "sensor-sqs/inbox"
 EVENT_S = 60  # an upload is taken within seconds; generous for a loaded 2-core machine
+
+
+def png() -> bytes:
+    """A small real image: the sensor checks that a file decodes before it submits it."""
+    out = io.BytesIO()
+    Image.new("RGB", (48, 40), (200, 120, 40)).save(out, "PNG")
+    return out.getvalue()
+
+
+PNG = png()
 
 
 @dataclass
@@ -170,7 +182,7 @@ BARRIER = "zz-barrier.png"
 def barrier(aws: Aws, settings: Settings) -> None:
     """Upload one more object and wait until it is taken: the sensor takes what it was told
     of in order, so anything notified before it (a repeat) has been dealt with by then."""
-    aws.s3.put_object(Bucket=settings.s3_bucket, Key=f"inbox/{BARRIER}", Body=b"png bytes")
+    aws.s3.put_object(Bucket=settings.s3_bucket, Key=f"inbox/{BARRIER}", Body=PNG)
     wait_until(lambda: submitted(settings, BARRIER), EVENT_S, "the barrier object taken")
 
 
@@ -181,10 +193,11 @@ def queue_empty(aws: Aws, url: str) -> bool:
 
 
 def upload_multipart(settings: Settings, key: str) -> None:
-    """s3fs writes in 5 MiB parts: 11 MiB is a three-part multipart upload."""
+    """s3fs writes in 5 MiB parts: 11 MiB is a three-part multipart upload (an image, then
+    bytes after its end, which image readers ignore)."""
     fs, _ = storage.filesystem(f"s3://{settings.s3_bucket}", settings)
     with fs.open(f"{settings.s3_bucket}/{key}", "wb", block_size=5 * 2**20) as f:
-        f.write(os.urandom(11 * 2**20))
+        f.write(PNG + os.urandom(11 * 2**20))
 
 
 @pytest.mark.parametrize("route", ["s3-sqs", "s3-sns-sqs", "s3-sns-raw-sqs", "s3-eventbridge-sqs"])
@@ -196,7 +209,7 @@ def test_each_route_takes_a_put_and_a_multipart_upload_once(aws: Aws, sensor, ro
     sensor(settings)
 
     t0 = time.monotonic()
-    aws.s3.put_object(Bucket=bucket, Key="inbox/waves/put photo.png", Body=b"png bytes")
+    aws.s3.put_object(Bucket=bucket, Key="inbox/waves/put photo.png", Body=PNG)
     upload_multipart(settings, "inbox/big.png")
     head = aws.s3.head_object(Bucket=bucket, Key="inbox/big.png")
     assert "-" in head["ETag"]  # a multipart upload's ETag: "<md5 of md5s>-<parts>"
@@ -254,7 +267,7 @@ def test_a_message_not_deleted_comes_back_without_a_second_run(aws: Aws, sensor)
     recorder = Recorder(running.s3.handle_notification, crash_on="again.png")
     read_queue(running, queue_url, recorder)
 
-    aws.s3.put_object(Bucket=bucket, Key="inbox/again.png", Body=b"png bytes")
+    aws.s3.put_object(Bucket=bucket, Key="inbox/again.png", Body=PNG)
     wait_until(lambda: submitted(settings, "again.png"), EVENT_S, "again.png taken")
     wait_until(lambda: recorder.naming("again.png") >= 2, EVENT_S, "the message to come back")
     wait_until(lambda: queue_empty(aws, queue_url), EVENT_S, "the message deleted at last")
@@ -270,7 +283,7 @@ def test_the_same_object_notified_by_two_routes_is_one_run(aws: Aws, sensor) -> 
     recorder = Recorder(running.s3.handle_notification)
     read_queue(running, queue_url, recorder)
 
-    aws.s3.put_object(Bucket=bucket, Key="inbox/twice.png", Body=b"png bytes")
+    aws.s3.put_object(Bucket=bucket, Key="inbox/twice.png", Body=PNG)
     wait_until(lambda: submitted(settings, "twice.png"), EVENT_S, "twice.png taken")
     wait_until(lambda: recorder.naming("twice.png") >= 2, EVENT_S, "both routes' messages")
     wait_until(lambda: queue_empty(aws, queue_url), EVENT_S, "both messages deleted")
@@ -297,7 +310,7 @@ def test_garbage_neither_stops_the_sensor_nor_blocks_the_next_message(aws: Aws, 
     ]
     for body in garbage:
         aws.sqs.send_message(QueueUrl=queue_url, MessageBody=body)
-    aws.s3.put_object(Bucket=bucket, Key="inbox/after.png", Body=b"png bytes")
+    aws.s3.put_object(Bucket=bucket, Key="inbox/after.png", Body=PNG)
 
     wait_until(lambda: submitted(settings, "after.png"), EVENT_S, "after.png taken")
     # Left on the queue, they come back and the redrive policy moves them aside.
@@ -313,7 +326,7 @@ def test_garbage_neither_stops_the_sensor_nor_blocks_the_next_message(aws: Aws, 
     wait_until(all_dead, EVENT_S, "the garbage in the dead-letter queue")
     assert sorted(dead) == sorted(garbage)
     assert running.sqs is not None and running.sqs._thread.is_alive()
-    aws.s3.put_object(Bucket=bucket, Key="inbox/later.png", Body=b"png bytes")
+    aws.s3.put_object(Bucket=bucket, Key="inbox/later.png", Body=PNG)
     wait_until(lambda: submitted(settings, "later.png"), EVENT_S, "later.png taken")
     assert runs_of(bucket) == [
         f"s3://{bucket}/processing/after.png",
@@ -330,7 +343,7 @@ def test_a_queue_failure_backs_off_and_never_stops_the_listing(
     settings = settings_for(aws, bucket, missing).model_copy(update={"s3_queue_rescan_s": 0.5})
     with caplog.at_level("WARNING", logger="styledrop.sensor"):
         running = sensor(settings)
-        aws.s3.put_object(Bucket=bucket, Key="inbox/listed.png", Body=b"png bytes")
+        aws.s3.put_object(Bucket=bucket, Key="inbox/listed.png", Body=PNG)
         wait_until(lambda: submitted(settings, "listed.png"), EVENT_S, "listed.png taken")
         wait_until(lambda: caplog.text.count("reading the queue failed") >= 2, EVENT_S, "retries")
     assert "again in 1 s" in caplog.text and "again in 2 s" in caplog.text  # backing off
