@@ -6,6 +6,7 @@ one home of every path and key, for the flow, the sensors, the dashboard and the
     _jobs/<job_id>/preview.jpg       latest preview (overwritten while the job runs)
     _jobs/<job_id>/input.jpg         browser-sized copy of the photo (the original may move)
     _jobs/<job_id>/checkpoint.pt     engine state to resume from
+    _jobs/<job_id>/.claim.lock       the lock of a claim (local storage only)
     _runs/<flow_run_id>.json         which job a flow run works on (flows/jobs.py: RunLink)
     _uploads/<sha256[:16]>/<name>    dashboard uploads, under the name they were uploaded with
     _prefect_results/                Prefect's persisted flow results (flows/results.py)
@@ -56,6 +57,11 @@ class JobLayout:
     @property
     def checkpoint(self) -> str:
         return f"{self.folder}/checkpoint.pt"
+
+    @property
+    def claim_lock(self) -> str:
+        """The lock file of a claim on local storage (a dot-file: never listed or served)."""
+        return f"{self.folder}/.claim.lock"
 
     # Prefect artifact keys: one of each per job, so every run of a job shows the same ones.
     @property

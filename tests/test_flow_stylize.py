@@ -349,22 +349,39 @@ def test_a_claim_after_the_owner_finished_waits_for_its_result_instead_of_comput
     assert store.read_json(JobLayout(job.job_id).record) == finished  # as the owner wrote it
 
 
-def test_the_claim_lock_lets_one_holder_in_at_a_time(prefect_api, client) -> None:
-    from flows.tasks.records import CLAIM_LIMIT, claim_lock
-
+def one_holder_at_a_time(lock, held_check=lambda: None) -> None:
+    """Two threads ask for ``lock()``: the second gets in only once the first let go."""
     entered = threading.Event()
 
     def second() -> None:
-        with claim_lock(None):
+        with lock():
             entered.set()
 
-    with claim_lock(None):
-        assert client.read_global_concurrency_limit_by_name(CLAIM_LIMIT).active_slots == 1
+    with lock():
+        held_check()
         other = threading.Thread(target=second)
         other.start()
         assert not entered.wait(1.5), "a second holder got in while the first held the lock"
     assert entered.wait(15), "the second holder never got in after the first let go"
     other.join(15)
+
+
+def test_the_claim_lock_of_local_storage_lets_one_holder_in_at_a_time(tmp_path) -> None:
+    from flows.tasks.records import claim_lock
+
+    store = Storage(str(tmp_path / "out"), Settings())
+    one_holder_at_a_time(lambda: claim_lock(store, "0123456789abcdef", None))
+    assert (tmp_path / "out" / JobLayout("0123456789abcdef").claim_lock).exists()
+
+
+def test_the_global_claim_lock_lets_one_holder_in_at_a_time(prefect_api, client) -> None:
+    """The lock of S3 storage, shared by machines through the Prefect server."""
+    from flows.tasks.records import CLAIM_LIMIT, global_claim_lock
+
+    def held() -> None:
+        assert client.read_global_concurrency_limit_by_name(CLAIM_LIMIT).active_slots == 1
+
+    one_holder_at_a_time(lambda: global_claim_lock(None), held)
     assert client.read_global_concurrency_limit_by_name(CLAIM_LIMIT).active_slots == 0
 
 

@@ -4,6 +4,7 @@ left its job."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
@@ -33,7 +34,8 @@ from flows.tasks.transfer import Stylized
 
 logger = logging.getLogger(__name__)
 
-# The lock around claiming a job (try_claim), a Prefect global concurrency limit of one slot.
+# The lock around claiming a job on S3 storage (global_claim_lock): a Prefect global
+# concurrency limit of one slot.
 CLAIM_LIMIT = "styledrop-job-claim"
 CLAIM_LEASE_S = 60  # Prefect's shortest lease
 
@@ -92,9 +94,9 @@ def try_claim(store: Storage, job: Job, flow_run_id: str | None, force: bool) ->
     still alive (it computes this job now) or that has finished it since this run last looked:
     then that run, to wait for (a finished one's result is found at once).
 
-    Held under one short global lock, so two runs starting the same job at the same moment
-    cannot both find no owner and both compute it."""
-    with claim_lock(flow_run_id):
+    Held under a lock of the job's (``claim_lock``), so two runs starting the same job at the
+    same moment cannot both find no owner and both compute it."""
+    with claim_lock(store, job.job_id, flow_run_id):
         record = read_record(store, job.job_id)
         owner = record.flow_run_id if record else ""
         if not force and finished_record(store, job.job_id):
@@ -111,32 +113,47 @@ def try_claim(store: Storage, job: Job, flow_run_id: str | None, force: bool) ->
 
 
 @contextmanager
-def claim_lock(flow_run_id: str | None) -> Iterator[None]:
-    """A Prefect global concurrency limit of one slot as a lock around the read-check-write of
-    a job record, shared by every machine that talks to the server. Held for a moment; a
-    holder that dies loses it when its lease expires (60 s + up to 15 s).
+def claim_lock(store: Storage, job_id: str, flow_run_id: str | None) -> Iterator[None]:
+    """The lock around the read-check-write of a job's record, held for a moment.
 
-    Slots are asked for directly rather than with ``prefect.concurrency``, and without the
-    client's own retries: both wait seconds (the server's Retry-After, or 2 s after a 503 from
-    a busy SQLite) for a lock held for milliseconds."""
+    A local storage root is one machine's (or a filesystem it shares): a lock file in the job's
+    folder, flock'ed; the kernel lets go of it when its holder dies. An S3 root is shared by
+    machines that share nothing else but the Prefect server: a Prefect global concurrency
+    limit of one slot (``global_claim_lock``). Not that for both: on SQLite, the server answers
+    a write in a burst with a 503 now and then, and Prefect's client waits 2 s before it tries
+    again - for a lock held for milliseconds, on most jobs (bench/RESULTS.md)."""
+    if store.is_s3:
+        with global_claim_lock(flow_run_id):
+            yield
+        return
+    path = Path(store.url(JobLayout(job_id).claim_lock))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
+def global_claim_lock(flow_run_id: str | None) -> Iterator[None]:
+    """A Prefect global concurrency limit of one slot as a lock, shared by every machine that
+    talks to the server; a holder that dies loses it when its lease expires (60 s + up to 15 s).
+
+    Slots are asked for directly rather than with ``prefect.concurrency``: that one waits as
+    long as the server's Retry-After says, seconds that grow with every refusal in a burst."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.exceptions import ObjectAlreadyExists
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id)) if flow_run_id else None
-    busy = {httpx.codes.LOCKED, httpx.codes.SERVICE_UNAVAILABLE, httpx.codes.TOO_MANY_REQUESTS}
-    deadline = time.monotonic() + CLAIM_LEASE_S
     with get_client(sync_client=True) as client:
         while True:
             try:
-                with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
-                    lease = client.increment_concurrency_slots_with_lease(
-                        [CLAIM_LIMIT], 1, "concurrency", CLAIM_LEASE_S, holder
-                    ).json()
+                lease = client.increment_concurrency_slots_with_lease(
+                    [CLAIM_LIMIT], 1, "concurrency", CLAIM_LEASE_S, holder
+                ).json()
             except httpx.HTTPStatusError as exc:
-                if exc.response.status_code not in busy or time.monotonic() > deadline:
+                if exc.response.status_code != httpx.codes.LOCKED:
                     raise
                 time.sleep(random.uniform(0.02, 0.2))
                 continue
