@@ -134,7 +134,9 @@ def test_state_filter_narrows_the_table(dash_env, make_run):
     assert {r["state"] for r in rows.values()} <= {"Failed", "Crashed"}
 
 
-def test_run_page_says_why_a_run_failed_and_links_to_prefect(dash_env, make_run):
+def test_run_page_says_why_a_run_failed_and_links_to_prefect(dash_env, make_run, monkeypatch):
+    # The Prefect UI as browsers reach it (a proxy's address, say), not the API's host.
+    monkeypatch.setenv("PREFECT_UI_URL", "https://prefect.example.test")
     failed = make_run(
         state=State(type=StateType.FAILED, name="Failed", message="content image is 20x20")
     )
@@ -145,7 +147,7 @@ def test_run_page_says_why_a_run_failed_and_links_to_prefect(dash_env, make_run)
     assert "The run failed: content image is 20x20" in texts(at.error)
     assert not [b for b in at.button if b.key == "cancel"]  # nothing to cancel
     [link] = at.link_button
-    assert link.proto.url == f"http://127.0.0.1:4321/runs/flow-run/{failed.id}"
+    assert link.proto.url == f"https://prefect.example.test/runs/flow-run/{failed.id}"
 
 
 def test_cancel_button_cancels_a_waiting_run(dash_env, make_run, client):
