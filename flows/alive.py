@@ -1,19 +1,34 @@
-"""Liveness of a ``stylize`` run, for the lost-run automation (deployments/recover-lost-runs.yaml).
+"""Liveness of a ``stylize`` run, in one place: the events a run sends, the lost-run automation
+that watches them (deployments/recover-lost-runs.yaml), whether another run is still alive
+(``run_is_alive``), and undoing a reschedule that came after a run had ended.
 
 While the flow body runs, a thread sends a ``styledrop.run.alive`` event about the flow run
-every ``interval_s`` seconds; a run that stops sending them (its worker or machine died) is
-rescheduled by the automation and resumes from its checkpoint.
+every ``interval_s`` seconds, the first one interval after the start; a run that stops sending
+them (its worker or machine died) is rescheduled by the automation and resumes from its
+checkpoint.
 
 Why not Prefect's own flow-run heartbeat: its thread runs until the process exits, and its
 events reach the server asynchronously, so a heartbeat can be processed after the run's final
-state. The automation then sees a fresh silence begin and, a window later, puts a finished run
-back in the queue (PrefectHQ/prefect#18653, #21932). Crashing a Completed run is refused by
-Prefect, but rescheduling one is allowed: the job would run twice. Our events stop, and are
-flushed to the server, before the flow returns. That narrows the race without closing it (the
-server takes a client's events and its own state changes by different paths; measured here: a
-completed run rescheduled all the same), so the flow also persists its result, which makes the
-server refuse to reschedule a Completed run, and ``state_before_false_reschedule`` ends a
-Failed or Cancelled run that was rescheduled anyway in its old state.
+state (PrefectHQ/prefect#18653, #21932). Ours stop before the flow returns, but that is not
+enough: the server takes a client's events and its own state changes by different paths, and
+the alive event is both an `after` and an `expect` event of the automation's proactive trigger.
+An alive event evaluated after the run's Failed or Completed event starts a fresh window that
+nothing ends (prefect/server/events/triggers.py, the proactive special case), and a window
+later the automation put an ended run back in the queue (seen: a run that failed in 0.14 s).
+So after its last alive event the run sends ``styledrop.run.ended``, an `expect` event only,
+with ``follows`` set to that alive event: Prefect's causal ordering evaluates it after the
+alive event, so it ends the window that event opened whatever order the server takes them in.
+A run shorter than one interval sends neither: the server's own state events, ordered by
+``follows`` too, open and close its window. The events are flushed before the final state is
+reported.
+
+Not fixable here: on SQLite under load the server itself can drop a run's final-state event on
+its way to the automation ("database is locked", retried at once, then its dead-letter queue),
+and the automation reschedules the ended run all the same (measured: one to four of twenty
+fast failures, five at once on 2 cores; none in 120 runs on Postgres). Two guards cover that:
+the flow persists its result, so the server refuses to reschedule a Completed run, and
+``state_before_false_reschedule`` ends a Failed or Cancelled run rescheduled anyway in its old
+state as soon as a worker picks it up.
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ from uuid import UUID
 from flows.settings import PROJECT_ROOT, Settings
 
 ALIVE_EVENT = "styledrop.run.alive"
+ENDED_EVENT = "styledrop.run.ended"
 LOST_RUN_AUTOMATION_FILE = PROJECT_ROOT / "deployments" / "recover-lost-runs.yaml"
 # Flow run state types of a run that is working on its job, or about to stop doing so.
 OWNER_ALIVE = {"PENDING", "RUNNING", "CANCELLING"}
@@ -39,8 +55,9 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def keep_alive(interval_s: float) -> Iterator[None]:
-    """Send ``styledrop.run.alive`` for the current flow run until the block ends; outside a
-    flow run (tests calling the body directly) it does nothing."""
+    """Send ``styledrop.run.alive`` for the current flow run every ``interval_s`` until the
+    block ends, then ``styledrop.run.ended`` (see the module docstring); outside a flow run
+    (tests calling the body directly) it does nothing."""
     from prefect.context import FlowRunContext
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
@@ -64,15 +81,18 @@ def keep_alive(interval_s: float) -> Iterator[None]:
         }
     ]
     stop = threading.Event()
+    last: list[Any] = []  # the last alive event sent
+
+    def send(name: str, **more: Any) -> Any:
+        try:
+            return emit_event(name, resource=resource, related=related, **more)
+        except Exception:  # noqa: BLE001 - a missed event must not end the run
+            log.debug("could not send %s", name, exc_info=True)
 
     def beat() -> None:
-        while True:
-            try:
-                emit_event(ALIVE_EVENT, resource=resource, related=related)
-            except Exception:  # noqa: BLE001 - a missed beat must not end the run
-                log.debug("could not send %s", ALIVE_EVENT, exc_info=True)
-            if stop.wait(interval_s):
-                return
+        while not stop.wait(interval_s):
+            if (event := send(ALIVE_EVENT)) is not None:
+                last[:] = [event]
 
     # The context copy carries the flow run's settings (API URL) into the thread.
     thread = threading.Thread(
@@ -84,7 +104,9 @@ def keep_alive(interval_s: float) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(30)
-        # Deliver what was sent before the final state is reported (see the module docstring).
+        if last:
+            send(ENDED_EVENT, follows=last[0])
+        # Deliver them before the final state is reported.
         EventsWorker.drain_all(timeout=30, at_exit=False)
 
 

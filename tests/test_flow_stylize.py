@@ -184,17 +184,19 @@ def test_the_run_says_it_is_alive_and_falls_silent_before_its_final_state(
     done, prefect_api
 ) -> None:
     """The lost-run automation's signal (flows/alive.py): alive events about this run, tied to
-    the `stylize` flow, and none after the run completed - one that came after would start a
-    silence that reschedules a finished run."""
+    the `stylize` flow, none after the run completed, and the run's end following the last
+    one (an alive event evaluated late would start a silence that reschedules a finished run;
+    the end event, ordered after it, closes it)."""
     run_id = done["state"].state_details.flow_run_id
-    names = ["styledrop.run.alive", "prefect.flow-run.Completed"]
+    names = ["styledrop.run.alive", "styledrop.run.ended", "prefect.flow-run.Completed"]
 
     def both() -> list[dict] | None:
         found = events_of(prefect_api.api_url, run_id, names)
         return found if {e["event"] for e in found} == set(names) else None
 
-    found = wait_until(both, 30, "the run's alive and Completed events")
+    found = wait_until(both, 30, "the run's alive, ended and Completed events")
     (completed,) = [e for e in found if e["event"] == "prefect.flow-run.Completed"]
+    (ended,) = [e for e in found if e["event"] == "styledrop.run.ended"]
     # Received (what the automation goes by), not only sent, before the final state; and
     # three beats (STYLEDROP_HEARTBEAT_S=1) later still nothing after it.
     deadline = time.monotonic() + 3
@@ -203,6 +205,8 @@ def test_the_run_says_it_is_alive_and_falls_silent_before_its_final_state(
         assert max(e["received"] for e in alive) < completed["received"], "alive after Completed"
         time.sleep(0.5)
         found = events_of(prefect_api.api_url, run_id, names)
+    assert ended["follows"] == max(alive, key=lambda e: e["occurred"])["id"], (ended, alive)
+    assert ended["received"] < completed["received"]
     assert any(
         r["prefect.resource.role"] == "flow" and r["prefect.resource.name"] == "stylize"
         for r in alive[0]["related"]

@@ -68,6 +68,8 @@ def test_the_recovery_automation_takes_its_window_from_the_settings() -> None:
     assert spec.trigger.within == timedelta(seconds=90)
     # Our own liveness event, not Prefect's heartbeat (see flows/alive.py).
     assert "styledrop.run.alive" in spec.trigger.after & spec.trigger.expect
+    # The run's end closes a silence and starts none (flows/alive.py).
+    assert "styledrop.run.ended" in spec.trigger.expect - spec.trigger.after
     assert not any("heartbeat" in e for e in spec.trigger.after | spec.trigger.expect)
     # A run being cancelled or already finished is left alone.
     assert {"prefect.flow-run.Cancelling", "prefect.flow-run.Completed"} <= spec.trigger.expect

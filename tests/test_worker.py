@@ -4,7 +4,7 @@ its own process (no subprocess) with progress, preview and summary artifacts; a 
 ends a run Cancelled within seconds and the worker goes on with the next job. A run that fails
 with the GPU left unusable stops the worker with a non-zero exit code. Several GPUs: a worker
 process each, and never two workers on one GPU. Prefect's own CLI creates a pool of the
-styledrop type and starts the same warm worker.
+styledrop type and starts the same warm worker. Runs that fail at once are not taken for lost.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,121 @@ def test_cancel_ends_the_run_cancelled_and_the_worker_goes_on(worker: Worker, cl
     run = read_run(client, next_id)
     assert run.state.is_completed(), run.state
     assert run.infrastructure_pid == str(worker.proc.pid)
+
+
+@pytest.mark.timeout(600)
+def test_runs_that_ended_at_once_are_never_taken_for_lost(
+    prefect_api, worker: Worker, client, tmp_path: Path
+) -> None:
+    """The lost-run bug (issue 19): a run that failed 0.14 s after it started was put back in
+    the queue by the lost-run automation a window later, its alive event taken after its end.
+    Twenty runs that fail at once (text files named .jpg) on warm workers taking five at a
+    time, alive events every second and a 12 s window; every run ends Failed, and none is
+    rescheduled after its end by a window one of its own events opened.
+
+    Waiting for nothing to happen is made a wait for something: a control run of `stylize` set
+    Running by hand, after the failures ended, never says it is alive; once the automation has
+    rescheduled it, every failure's window (each closed earlier) has been judged too.
+
+    Not counted, only printed: a run rescheduled while still starting (Pending longer than the
+    window: the loaded SQLite server slows the worker), which is what the automation is for,
+    and one whose window the server itself left open (on SQLite under load it can drop the
+    final-state event: flows/alive.py)."""
+    from datetime import UTC, datetime
+
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+    from prefect.states import Running
+
+    from flows.alive import RESCHEDULED_MESSAGE, lost_run_automation
+    from flows.server_setup import upsert_automation
+    from flows.settings import Settings
+
+    env = prefect_api.env()
+    env.update(
+        STYLEDROP_DATA_DIR=str(tmp_path),
+        STYLEDROP_STORAGE=str(tmp_path / "out"),
+        STYLEDROP_HEARTBEAT_S="1",
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path / "lost-test-worker.log"
+    argv = [sys.executable, "-m", "flows.cli", "worker", "--gpus", "none", "--limit", "4"]
+    busy = subprocess.Popen(
+        [*argv, "--name", "lost-test"], env=env, cwd=ROOT, stdout=log.open("wb"),
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    window = Settings(heartbeat_s=1, lost_run_after_s=12)
+    upsert_automation(lost_run_automation(window), update=True)
+    style = make_image(tmp_path / "style.png", (48, 48), seed=3)
+    control = None
+    try:
+        wait_until(lambda: "'lost-test' ready" in log.read_text(), 180, "the second worker", 0.3)
+        since = datetime.now(UTC)
+        run_ids = []
+        for i in range(20):
+            notes = tmp_path / f"notes-{i}.jpg"
+            notes.write_text(f"not a photo {i}")
+            parameters = {"content": str(notes), "styles": [str(style)]}
+            run = run_deployment("stylize/stylize", parameters=parameters, timeout=0)
+            run_ids.append(str(run.id))
+        wait_until(
+            lambda: all(read_run(client, r).state.is_final() for r in run_ids),
+            300, "the twenty runs to fail", 0.5,
+        )  # fmt: skip
+        unserved = client.create_deployment(
+            flow_id=client.create_flow_from_name("stylize"), name="lost-control"
+        )
+        control = client.create_flow_run_from_deployment(unserved, parameters={}).id
+        client.set_flow_run_state(control, Running(), force=True)
+        wait_until(
+            lambda: read_run(client, str(control)).state.name == "AwaitingRetry",
+            120, "the automation to reschedule the silent control run", 0.5,
+        )  # fmt: skip
+        # A run put back in the queue after its end ends again Failed, without running.
+        wait_until(
+            lambda: all(read_run(client, r).state.is_final() for r in run_ids),
+            120, "every run to be final again", 0.5,
+        )  # fmt: skip
+        assert all(read_run(client, r).state.is_failed() for r in run_ids)
+
+        ended_then_lost = [
+            r
+            for r in run_ids
+            if any(
+                before.is_final() and (s.message or "").startswith(RESCHEDULED_MESSAGE)
+                for before, s in pairwise(
+                    sorted(client.read_flow_run_states(r), key=lambda s: s.timestamp)
+                )
+            )
+        ]
+        # Which event last touched each window the automation fired on.
+        last_event: dict[str, str] = {}
+
+        def recorded() -> bool:
+            for firing in client.read_events(
+                EventFilter(
+                    event=EventNameFilter(name=["prefect.automation.triggered"]),
+                    occurred=EventOccurredFilter(since=since),
+                ),
+                limit=50,
+            ).events:
+                run_id = firing.payload["triggering_labels"]["prefect.resource.id"]
+                event = (firing.payload.get("triggering_event") or {}).get("event", "")
+                last_event[run_id.rsplit(".", 1)[-1]] = event
+            return set(ended_then_lost) <= set(last_event)
+
+        wait_until(recorded, 60, "the automation's firings to be recorded", 0.5)
+        ours = {r: last_event[r] for r in ended_then_lost if last_event[r].startswith("styledrop.")}
+        assert not ours, f"{len(ours)} of 20 taken for lost after their own event: {ours}"
+        print(
+            f"\nlost-run automation: {len(set(run_ids) & set(last_event))} of 20 runs rescheduled,"
+            f" {len(ended_then_lost)} after their end (final-state event dropped by the server)"
+        )
+    finally:
+        for automation in client.read_automations_by_name("styledrop-recover-lost-runs"):
+            client.delete_automation(automation.id)
+        if control is not None:
+            client.delete_flow_run(control)
+        stop_process(busy, timeout=60)
 
 
 @pytest.mark.timeout(300)
