@@ -322,3 +322,50 @@ def job_record_json(job_id: str, status: str, **fields: object) -> bytes:
         **fields,
     }
     return JobRecord.model_validate(record).to_json()
+
+
+def configure(mp: pytest.MonkeyPatch, root: Path, **extra: str):
+    """Settings for a test's flow runs in this process: its own storage, quick previews and
+    progress (returns flows.settings.Settings)."""
+    from flows.settings import get_settings
+
+    env = {
+        "STYLEDROP_STORAGE": str(root / "out"),
+        "STYLEDROP_DATA_DIR": str(root),  # its .styledrop/ holds the link secret
+        "STYLEDROP_PREVIEW_EVERY": "3",
+        "STYLEDROP_PROGRESS_INTERVAL_S": "0.3",
+        "STYLEDROP_CANCEL_POLL_S": "0.5",
+        "STYLEDROP_HEARTBEAT_S": "1",
+        "STYLEDROP_HOST": "files.test",
+        "STYLEDROP_DASHBOARD_PORT": "8599",
+        **extra,
+    }
+    for key, value in env.items():
+        mp.setenv(key, value)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def artifacts_of(client, flow_run_id) -> dict[str, list]:
+    """A flow run's Prefect artifacts by type."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    found: dict[str, list] = {}
+    for a in client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    ):
+        found.setdefault(a.type, []).append(a)
+    return found
+
+
+def task_runs_of(client, flow_run_id) -> dict[str, list]:
+    """A flow run's task runs by task name."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs: dict[str, list] = {}
+    for tr in client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    ):
+        # task run names are "<task name>-<3 hex chars>"
+        runs.setdefault(tr.name.rsplit("-", 1)[0], []).append(tr)
+    return runs

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, make_image, stop_process, wait_until
-from test_flow_stylize import configure
+from conftest import ROOT, configure, make_image, stop_process, wait_until
 
 from flows.layout import JobLayout
 from flows.storage import Storage

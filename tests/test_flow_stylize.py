@@ -18,15 +18,11 @@ from uuid import UUID
 
 import httpx
 import pytest
-from conftest import make_image, wait_until
+from conftest import artifacts_of, configure, make_image, task_runs_of, wait_until
 from PIL import Image
-from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     ArtifactFilter,
-    ArtifactFilterFlowRunId,
     ArtifactFilterKey,
-    FlowRunFilter,
-    FlowRunFilterId,
 )
 from prefect.states import Cancelling
 
@@ -54,45 +50,6 @@ def signed_link(url: str, settings: Settings) -> str:
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     assert valid(link_key(settings), rel, query.get("exp"), query.get("sig")), url
     return rel
-
-
-def configure(mp: pytest.MonkeyPatch, root: Path, **extra: str) -> Settings:
-    """Settings for one test's runs: its own storage, quick previews and progress."""
-    env = {
-        "STYLEDROP_STORAGE": str(root / "out"),
-        "STYLEDROP_DATA_DIR": str(root),  # its .styledrop/ holds the link secret
-        "STYLEDROP_PREVIEW_EVERY": "3",
-        "STYLEDROP_PROGRESS_INTERVAL_S": "0.3",
-        "STYLEDROP_CANCEL_POLL_S": "0.5",
-        "STYLEDROP_HEARTBEAT_S": "1",
-        "STYLEDROP_HOST": "files.test",
-        "STYLEDROP_DASHBOARD_PORT": "8599",
-        **extra,
-    }
-    for key, value in env.items():
-        mp.setenv(key, value)
-    get_settings.cache_clear()
-    return get_settings()
-
-
-def artifacts_of(client: SyncPrefectClient, flow_run_id: UUID) -> dict[str, list]:
-    found: dict[str, list] = {}
-    for a in client.read_artifacts(
-        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-    ):
-        found.setdefault(a.type, []).append(a)
-    return found
-
-
-def task_runs_of(client: SyncPrefectClient, flow_run_id: UUID) -> dict[str, list]:
-    runs: dict[str, list] = {}
-    for tr in client.read_task_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-    ):
-        # task run names are "<task name>-<3 hex chars>"
-        runs.setdefault(tr.name.rsplit("-", 1)[0], []).append(tr)
-    return runs
-
 
 
 def events_of(api_url: str, flow_run_id: UUID, names: list[str]) -> list[dict]:

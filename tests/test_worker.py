@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, make_image, stop_process, wait_until
+from conftest import ROOT, artifacts_of, make_image, stop_process, wait_until
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
@@ -32,7 +32,6 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.filters import FlowRunFilterId as RunId
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling
-from test_flow_stylize import artifacts_of
 
 from flows.layout import JobLayout, run_link_path
 from flows.stack import descendants, pid_alive
