@@ -219,16 +219,17 @@ def save_image(image: Image.Image, path: str | Path, metadata: dict[str, Any]) -
     return write_atomic(path, encode_image(image, format_for(path), metadata))
 
 
-def write_atomic(path: str | Path, data: bytes) -> Path:
+def write_atomic(path: str | Path, data: bytes, mode: int = 0o666) -> Path:
     """Write ``data`` to a local ``path`` so that readers see the old contents or the new, never
     a partial file: a hidden temporary file in the same folder (same filesystem, so the rename
     is atomic; folder watchers and the dashboard's file route skip dot-files), flushed to disk,
-    then renamed over ``path``. The one atomic writer: flows.storage writes local files with it."""
+    then renamed over ``path``. ``mode`` (less the umask) holds from the first byte, so a
+    secret is never readable by others. The one atomic writer of the project."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "xb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

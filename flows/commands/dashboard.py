@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.images import write_atomic
 from flows import stack
 
 if TYPE_CHECKING:
@@ -88,13 +89,7 @@ def write_secrets(settings: Settings) -> Path | None:
     if not settings.sign_in:
         path.unlink(missing_ok=True)
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{SECRETS_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(auth_secrets(settings))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, auth_secrets(settings).encode(), mode=0o600)
 
 
 def child_env(host: str, port: int) -> dict[str, str]:

@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 
+from engine.images import write_atomic
 from flows import stack
 from flows.api_auth import AUTH_VARIABLE, SERVER_AUTH_VARIABLE, auth_headers
 from flows.network import exposure_problem
@@ -264,9 +265,7 @@ def write_status(layout: Layout, children: list[stack.Child], urls: dict[str, st
         },
         "urls": urls,
     }
-    tmp = layout.status.with_suffix(".tmp")
-    tmp.write_text(json.dumps(status, indent=2))
-    os.replace(tmp, layout.status)
+    write_atomic(layout.status, json.dumps(status, indent=2).encode())
 
 
 def print_urls(settings: Settings, layout: Layout) -> dict[str, str]:
