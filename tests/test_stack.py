@@ -79,7 +79,10 @@ def test_a_well_behaved_child_stops_at_the_first_signal(tmp_path: Path) -> None:
     child = stack.start_child(
         spec(
             "polite",
-            "import time\ntry:\n    print('in' + 'side', flush=True)\n    time.sleep(60)\n"
+            # SIGINT's default Python handler also where the test runner was started in the
+            # background (a shell's background job inherits SIGINT ignored).
+            "import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "try:\n    print('in' + 'side', flush=True)\n    time.sleep(60)\n"
             "except KeyboardInterrupt: pass",
             stop_signal=signal.SIGINT,
         ),
