@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_until
+from PIL import Image
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -151,3 +152,41 @@ def set_number(driver, key: str, value: int) -> None:
         return field.get_attribute("value") == str(value)
 
     act(driver, css, type_value, f"{key} = {value}")
+
+
+def click_button(driver, label: str, timeout: float = 30) -> None:
+    """Click the visible button whose text ends with ``label`` (Streamlit's and the sign-in
+    provider's buttons carry icons before their words)."""
+    from selenium.webdriver.common.by import By
+
+    def click() -> bool:
+        for button in driver.find_elements(By.TAG_NAME, "button"):
+            if button.is_displayed() and button.text.strip().endswith(label):
+                button.click()
+                return True
+        return False
+
+    wait_until(click, timeout, f"the {label!r} button", 0.25)
+
+
+def fill_submit_form(driver, photo: Path) -> None:
+    """On the dashboard's Submit page: upload ``photo``, tick the mosaic style, make the job
+    tiny (48 px, 6 steps), and wait for the Stylise button to be enabled."""
+    uploader = ".st-key-content input[type=file]"
+    find(driver, uploader, 60, "the photo uploader", visible=False).send_keys(str(photo))
+    # The first check imports the engine (torch) in the dashboard: seconds on a busy machine.
+    with Image.open(photo) as image:
+        size = f"{image.width}×{image.height}"
+    text_appears(driver, f"{photo.name} · {size}", 120, "the uploaded photo accepted")
+    act(driver, ".st-key-style_mosaic label", lambda e: e.click(), "a click on the mosaic style")
+    act(
+        driver,
+        ".st-key-style_mosaic input",
+        lambda e: e.is_selected(),
+        "mosaic ticked",
+        visible=False,
+    )
+    set_number(driver, "size", 48)
+    act(driver, '[data-testid="stExpander"] summary', lambda e: e.click(), "opening Advanced")
+    set_number(driver, "iterations", 6)
+    act(driver, ".st-key-submit button", lambda e: e.is_enabled(), "the Stylise button enabled")

@@ -20,7 +20,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import Browser, act, find, idle, page_text, screenshot, set_number, text_appears
+from browser import (
+    Browser,
+    act,
+    fill_submit_form,
+    find,
+    idle,
+    page_text,
+    screenshot,
+    text_appears,
+)
 from conftest import ROOT, PrefectServer, free_port, make_image, stop_process, wait_until
 from PIL import Image
 
@@ -119,15 +128,7 @@ def test_submit_watch_and_download_in_a_browser(stack: Stack, browser: Browser, 
     screenshot(d, artifacts_dir / "01-submit-390px.png", width=390)
 
     # 2. Upload, pick a style, make it tiny and short.
-    find(d, ".st-key-content input[type=file]", visible=False).send_keys(str(photo))
-    # The first check imports the engine (torch) in the dashboard: seconds on a busy machine.
-    text_appears(d, "holiday-beach.png · 64×48", 120, "the uploaded photo accepted")
-    act(d, ".st-key-style_mosaic label", lambda e: e.click(), "a click on the mosaic style")
-    act(d, ".st-key-style_mosaic input", lambda e: e.is_selected(), "mosaic ticked", visible=False)
-    set_number(d, "size", 48)
-    act(d, '[data-testid="stExpander"] summary', lambda e: e.click(), "opening Advanced")
-    set_number(d, "iterations", 6)
-    act(d, ".st-key-submit button", lambda e: e.is_enabled(), "the Stylise button enabled")
+    fill_submit_form(d, photo)
     idle(d)
     screenshot(d, artifacts_dir / "02-filled-in.png")
 

@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import httpx
 import pytest
-from browser import Browser, act, find, page_text, set_number, text_appears
+from browser import Browser, act, click_button, fill_submit_form, find, page_text, text_appears
 from conftest import ROOT, free_port, make_image, wait_until
 from oidc_provider import oidc_provider, python_312
 from PIL import Image
@@ -183,19 +183,6 @@ def only_the_sign_in_page(driver) -> bool:
     return "Sign in to see the runs" in text and "Submit" not in text and "Results" not in text
 
 
-def click_button(driver, label: str, timeout: float = 30) -> None:
-    from selenium.webdriver.common.by import By
-
-    def click() -> bool:
-        for button in driver.find_elements(By.TAG_NAME, "button"):
-            if button.is_displayed() and button.text.strip().endswith(label):
-                button.click()
-                return True
-        return False
-
-    wait_until(click, timeout, f"the {label!r} button", 0.25)
-
-
 def sign_in(driver, secure: Secure, subject: str) -> None:
     from selenium.webdriver.common.keys import Keys
 
@@ -293,14 +280,7 @@ def browse(secure: Secure, browser: Browser, artifacts_dir: Path) -> None:
 
     photo = make_image(artifacts_dir / "beach.png", (64, 48), seed=5)
     d.get(secure.dashboard + "/submit")
-    find(d, uploader, 60, "the photo uploader", visible=False).send_keys(str(photo))
-    text_appears(d, "beach.png · 64×48", 120, "the photo accepted")
-    act(d, ".st-key-style_mosaic label", lambda e: e.click(), "a click on the mosaic style")
-    act(d, ".st-key-style_mosaic input", lambda e: e.is_selected(), "mosaic ticked", visible=False)
-    set_number(d, "size", 48)
-    act(d, '[data-testid="stExpander"] summary', lambda e: e.click(), "opening Advanced")
-    set_number(d, "iterations", 6)
-    act(d, ".st-key-submit button", lambda e: e.is_enabled(), "the Stylise button enabled")
+    fill_submit_form(d, photo)
     act(d, ".st-key-submit button", lambda e: e.click(), "a click on Stylise")
     wait_until(lambda: "run=" in d.current_url, 180, "the run page after submitting")
     run_id = d.current_url.split("run=")[1].split("&")[0]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import Browser, find, page_text, text_appears
+from browser import Browser, click_button, find, page_text, text_appears
 from conftest import ROOT, free_port, stop_process, wait_until
 from oidc_provider import oidc_provider, python_312
 from pydantic import SecretStr, ValidationError
@@ -188,19 +188,6 @@ def sign_in(driver, stack: SignInStack, subject: str) -> None:
     # Enter submits the subject's own form (Authorize), not the page's Deny form.
     find(driver, "#subject-input", 30, "the provider's sign-in form").send_keys(subject, Keys.ENTER)
     wait_until(lambda: driver.current_url.startswith(stack.url), 30, "back at the dashboard")
-
-
-def click_button(driver, label: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    def click() -> bool:
-        for button in driver.find_elements(By.TAG_NAME, "button"):
-            if button.is_displayed() and button.text.strip().endswith(label):
-                button.click()
-                return True
-        return False
-
-    wait_until(click, 30, f"the {label!r} button", 0.25)
 
 
 def only_the_sign_in_page(driver) -> bool:
