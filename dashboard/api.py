@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -25,12 +26,20 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.context import SettingsContext, get_settings_context
+from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
 from prefect.states import Cancelled, Cancelling
 
 from flows.api_auth import refused_sentence
-from flows.deployment import DEPLOYMENT, DEPLOYMENT_NAME, FLOW_NAME, SUBMITTER_TAG, RunView
+from flows.deployment import (
+    DEPLOYMENT,
+    DEPLOYMENT_NAME,
+    FLOW_NAME,
+    REFUSED_EVENT,
+    SUBMITTER_TAG,
+    RunView,
+)
 from flows.layout import JobLayout
 from flows.naming import run_name
 
@@ -54,6 +63,15 @@ class Artifacts:
     progress: dict[str, float] = field(default_factory=dict)
     photos: dict[str, str] = field(default_factory=dict)  # the input photo's URL
     previews: dict[str, str] = field(default_factory=dict)  # the latest preview's URL
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A dropped file the inbox sensor refused before any run was made."""
+
+    when: datetime
+    path: str  # as dropped, relative to the inbox
+    reason: str
 
 
 class PrefectAPI:
@@ -149,6 +167,25 @@ class PrefectAPI:
                 is_input = JobLayout.is_input_key(art.key)
                 (found.photos if is_input else found.previews).setdefault(run_id, str(art.data))
         return found
+
+    def refusals(self, limit: int = 20) -> list[Refusal]:
+        """Files the inbox sensors refused without a run, newest first, from their
+        `styledrop.inbox.failed` events (kept as long as the server keeps events: 7 days by
+        default). A refused file made no run, so the runs table cannot show it."""
+        with self._asking():
+            page = self._client.read_events(
+                EventFilter(event=EventNameFilter(name=[REFUSED_EVENT])), limit=limit
+            )
+        found = [
+            Refusal(
+                when=event.occurred,
+                path=str(event.payload.get("path") or event.resource.name or "?"),
+                reason=str(event.payload.get("reason") or "no reason given"),
+            )
+            for event in page.events
+            if not any(r.role == "flow-run" for r in event.related)
+        ]
+        return sorted(found, key=lambda r: r.when, reverse=True)
 
     # --- writes ---------------------------------------------------------------------------
     def create_run(self, parameters: dict[str, Any], submitter: str | None = None) -> RunView:

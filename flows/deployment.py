@@ -20,6 +20,12 @@ DEPLOYMENT = f"{FLOW_NAME}/{DEPLOYMENT_NAME}"
 # Prefect UI shows it on the run and filters by it).
 SUBMITTER_TAG = "submitter:"
 
+# The events the inbox sensors emit about a dropped file: "styledrop.inbox.<what happened>"
+# (received, archived, failed, ...). A failed one with no related flow run is a file refused
+# before any run was made; the dashboard lists those.
+INBOX_EVENT = "styledrop.inbox."
+REFUSED_EVENT = INBOX_EVENT + "failed"
+
 # Flow run state types after which nothing more happens to a run (Prefect's TERMINAL_STATES).
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 

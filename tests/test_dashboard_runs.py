@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from conftest import ROOT, job_record_json, make_image, start_prefect_server, stop_process
@@ -355,3 +355,46 @@ def test_a_signed_in_submitter_is_recorded_as_a_tag_and_shown(
         assert "Submitted by alice@example.com" in texts(at.caption)
     finally:
         client.set_flow_run_state(UUID(run.id), State(type=StateType.CANCELLED), force=True)
+
+
+def test_files_refused_before_a_run_are_listed_with_their_reason(dash_env, make_run, prefect_api):
+    """The inbox sensor refuses a bad file without making a run; the Runs page lists it from
+    the sensor's own event (through the sensor's gateway, on the real server), but not a
+    failure that has a run (the table shows that one)."""
+    from conftest import drain_prefect_workers, wait_until
+
+    from flows.sensors.submit import PrefectGateway
+
+    tag = uuid4().hex[:8]
+    refused, with_run = f"notes-{tag}.jpg", f"photo-{tag}.jpg"
+    reason = f"{refused} cannot be used: not an image that can be read"
+    gateway = PrefectGateway()
+    run = RunView.of(make_run(state=State(type=StateType.FAILED, name="Failed")))
+    for path, about in ((refused, None), (with_run, run)):
+        gateway.emit(
+            "styledrop.inbox.failed",
+            content_sha256=uuid4().hex * 2,
+            inbox_rel=path,
+            root="/data",
+            run=about,
+            payload={"path": path, "reason": reason},
+        )
+    drain_prefect_workers()
+    api = PrefectAPI(prefect_api.api_url)
+    try:
+        listed = wait_until(
+            lambda: [r for r in api.refusals() if tag in r.path], 30, "the refusal event"
+        )
+    finally:
+        api.close()
+    assert [(r.path, r.reason) for r in listed] == [(refused, reason)]
+
+    def shown(at: AppTest) -> str:
+        return "\n".join(str(frame.value.to_dict("records")) for frame in at.dataframe)
+
+    at = runs_page()
+    assert not at.exception and not at.error
+    assert refused in shown(at) and reason in shown(at) and with_run not in shown(at)
+    assert "Refused before a run" in texts(at.markdown)
+    at.pills(key="state_filter").set_value(["Completed"]).run()
+    assert refused not in shown(at)

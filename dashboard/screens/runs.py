@@ -5,27 +5,56 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import ui, views
-from dashboard.api import Artifacts
+from dashboard.api import Artifacts, Refusal
 from dashboard.run_detail import show_run
 from flows.deployment import RunView
 
 RUNS_SHOWN = 50
+REFUSALS_SHOWN = 10
+
+
+def refusals_list(refusals: list[Refusal]) -> None:
+    st.markdown(
+        f"**Refused before a run** ({len(refusals)}): each file is in the inbox's `failed/` "
+        "folder with a note saying why."
+    )
+    st.dataframe(
+        [
+            {"when": views.format_time(r.when), "file": r.path, "reason": r.reason}
+            for r in refusals
+        ],
+        hide_index=True,
+        column_config={
+            "when": st.column_config.TextColumn("When"),
+            "file": st.column_config.TextColumn("File"),
+            "reason": st.column_config.TextColumn("Reason", width="large"),
+        },
+    )
 
 
 def runs_table(state_types: list[str] | None) -> None:
     api = ui.api()
+    # Refused files are failures too: shown unless the filter leaves failures out.
+    with_refusals = state_types is None or "FAILED" in state_types
 
-    def load() -> tuple[list[RunView], Artifacts]:
+    def load() -> tuple[list[RunView], Artifacts, list[Refusal]]:
         runs = api.runs(state_types, limit=RUNS_SHOWN)
-        return runs, api.artifacts([r.id for r in runs])
+        refusals = api.refusals(limit=REFUSALS_SHOWN) if with_refusals else []
+        return runs, api.artifacts([r.id for r in runs]), refusals
 
     loaded = ui.guarded(load, "Could not load the runs")
     if loaded is None:
         return
-    runs, artifacts = loaded
-    if not runs:
+    runs, artifacts, refusals = loaded
+    if runs:
+        runs_grid(runs, artifacts)
+    else:
         st.info("No runs yet. Submit a picture on the **Submit** page.", icon=":material/info:")
-        return
+    if refusals:
+        refusals_list(refusals)
+
+
+def runs_grid(runs: list[RunView], artifacts: Artifacts) -> None:
     rows = views.run_rows(runs, artifacts.progress, artifacts.previews, artifacts.photos)
     # A new key after each visit to a run page, so coming back does not reopen the run the
     # table still has selected.

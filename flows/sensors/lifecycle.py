@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.checks import check_job
-from flows.deployment import FINAL_STATES, RunView
+from flows.deployment import FINAL_STATES, INBOX_EVENT, RunView
 from flows.jobs import JobRejected
 from flows.naming import run_name
 from flows.sensors.convention import (
@@ -212,7 +212,7 @@ class Lifecycle:
         take.note("submitted", flow_run_id=run.id, key=take.idempotency_key())
         self._save(take)
         log.info("submitted %s as flow run %s (%s)", take.inbox_rel, run.name, run.id)
-        event = "styledrop.inbox.resubmitted" if take.attempts else "styledrop.inbox.received"
+        event = INBOX_EVENT + ("resubmitted" if take.attempts else "received")
         self._emit(event, take, run)
         return True
 
@@ -319,7 +319,7 @@ class Lifecycle:
             )
         else:
             log.warning("failed %s -> failed/%s: %s", take.inbox_rel, dest, reason)
-        self._emit(f"styledrop.inbox.{outcome}", take, run, reason=reason)
+        self._emit(INBOX_EVENT + outcome, take, run, reason=reason)
 
     def _error_text(self, take: Take, run: RunView | None) -> str:
         url = self.gateway.run_url(take.flow_run_id) if take.flow_run_id else None
