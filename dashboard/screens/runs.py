@@ -15,8 +15,8 @@ REFUSALS_SHOWN = 10
 
 def refusals_list(refusals: list[Refusal]) -> None:
     st.markdown(
-        f"**Refused before a run** ({len(refusals)}): each file is in the inbox's `failed/` "
-        "folder with a note saying why."
+        f"**Refused before a run** ({len(refusals)}): each file is in `failed/` with a note "
+        "saying why."
     )
     st.dataframe(
         [
