@@ -173,8 +173,9 @@ class PrefectAPI:
         `styledrop.inbox.failed` events (kept as long as the server keeps events: 7 days by
         default). A refused file made no run, so the runs table cannot show it."""
         with self._asking():
+            # Failures of files that had a run come back too (filtered out below).
             page = self._client.read_events(
-                EventFilter(event=EventNameFilter(name=[REFUSED_EVENT])), limit=limit
+                EventFilter(event=EventNameFilter(name=[REFUSED_EVENT])), limit=limit * 5
             )
         found = [
             Refusal(
@@ -185,7 +186,7 @@ class PrefectAPI:
             for event in page.events
             if not any(r.role == "flow-run" for r in event.related)
         ]
-        return sorted(found, key=lambda r: r.when, reverse=True)
+        return sorted(found, key=lambda r: r.when, reverse=True)[:limit]
 
     # --- writes ---------------------------------------------------------------------------
     def create_run(self, parameters: dict[str, Any], submitter: str | None = None) -> RunView:
