@@ -49,6 +49,8 @@ SOURCE_TAG = "dashboard"
 TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 # A run has at most three artifacts (progress, photo, preview): room for a page of runs.
 ARTIFACTS_READ = 200
+# The most events Prefect's API returns in one page.
+EVENTS_READ = 50
 
 
 class APIError(Exception):
@@ -173,9 +175,9 @@ class PrefectAPI:
         `styledrop.inbox.failed` events (kept as long as the server keeps events: 7 days by
         default). A refused file made no run, so the runs table cannot show it."""
         with self._asking():
-            # Failures of files that had a run come back too (filtered out below).
+            # Failures of files that had a run come back too (filtered out below): a full page.
             page = self._client.read_events(
-                EventFilter(event=EventNameFilter(name=[REFUSED_EVENT])), limit=limit * 5
+                EventFilter(event=EventNameFilter(name=[REFUSED_EVENT])), limit=EVENTS_READ
             )
         found = [
             Refusal(
