@@ -171,7 +171,8 @@ def click_button(driver, label: str, timeout: float = 30) -> None:
 
 def fill_submit_form(driver, photo: Path) -> None:
     """On the dashboard's Submit page: upload ``photo``, tick the mosaic style, make the job
-    tiny (48 px, 6 steps), and wait for the Stylise button to be enabled."""
+    tiny (48 px, 6 steps), and wait for the Stylise button to be enabled and the page to
+    settle (a click during Streamlit's rerun after the last field can be lost)."""
     uploader = ".st-key-content input[type=file]"
     find(driver, uploader, 60, "the photo uploader", visible=False).send_keys(str(photo))
     # The first check imports the engine (torch) in the dashboard: seconds on a busy machine.
@@ -190,3 +191,4 @@ def fill_submit_form(driver, photo: Path) -> None:
     act(driver, '[data-testid="stExpander"] summary', lambda e: e.click(), "opening Advanced")
     set_number(driver, "iterations", 6)
     act(driver, ".st-key-submit button", lambda e: e.is_enabled(), "the Stylise button enabled")
+    idle(driver)
